@@ -1,0 +1,1 @@
+"""The classic anomaly-segmentation baselines, each built on fsbench's public API."""

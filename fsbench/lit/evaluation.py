@@ -1,0 +1,96 @@
+"""Evaluating anomaly heads: one pass over each dataset, every head scored, metrics streamed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from fsbench.heads import AnomalyHead, AnomalyPrediction
+from fsbench.metrics import AnomalyMetrics, SegmentationMetrics
+
+
+def predict_heads(
+    segmenter: nn.Module, heads: Mapping[str, AnomalyHead], images: Tensor
+) -> dict[str, AnomalyPrediction]:
+    """Run every head on a batch; heads that only read one segmenter output share one forward."""
+    predictions: dict[str, AnomalyPrediction] = {}
+    shared = None
+    for name, head in heads.items():
+        if head.scores_single_pass:
+            if shared is None:
+                shared = segmenter(images)
+            predictions[name] = AnomalyPrediction(score=head.score(shared), logits=shared.logits)
+        else:
+            predictions[name] = head(segmenter, images)
+    return predictions
+
+
+class AnomalyEvaluation(L.LightningModule):
+    """Score anomaly datasets (and an inlier set for mIoU) with several heads at once.
+
+    Use with ``trainer.test(module, dataloaders=[...])`` where the loaders follow
+    ``dataset_names``. Batches of a dataset listed in ``anomaly_datasets`` must carry ``anomaly``
+    (uint8 [N, H, W]: 0 inlier, 1 anomaly, 255 void); the dataset named ``inlier_dataset`` must
+    carry ``label`` (train ids). After the run, :attr:`results` holds
+    ``{head: {"miou": ..., "iou": [...], "datasets": {dataset: {ap, fpr95, auroc, ...}}}}``.
+    """
+
+    def __init__(
+        self,
+        segmenter: nn.Module,
+        heads: Mapping[str, AnomalyHead],
+        dataset_names: Sequence[str],
+        anomaly_datasets: Sequence[str],
+        inlier_dataset: str | None = None,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        if not heads:
+            raise ValueError("no anomaly head selected; pass e.g. head=max_softmax")
+        self.segmenter = segmenter.eval()
+        self.heads = nn.ModuleDict(dict(heads))
+        self.dataset_names = list(dataset_names)
+        self.anomaly_datasets = list(anomaly_datasets)
+        self.inlier_dataset = inlier_dataset
+        self.anomaly_metrics = nn.ModuleDict(
+            {
+                head: nn.ModuleDict(
+                    {ds: AnomalyMetrics(ignore_index=ignore_index) for ds in self.anomaly_datasets}
+                )
+                for head in self.heads
+            }
+        )
+        self.segmentation_metrics = nn.ModuleDict(
+            {
+                head: SegmentationMetrics(segmenter.num_classes, ignore_index=ignore_index)
+                for head in self.heads
+            }
+        )
+        self.results: dict[str, dict[str, Any]] = {}
+
+    @torch.inference_mode()
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        dataset = self.dataset_names[dataloader_idx]
+        predictions = predict_heads(self.segmenter, self.heads, batch["image"])
+        for head, prediction in predictions.items():
+            if dataset in self.anomaly_datasets:
+                self.anomaly_metrics[head][dataset].update(prediction.score, batch["anomaly"])
+            if dataset == self.inlier_dataset:
+                self.segmentation_metrics[head].update(prediction.logits, batch["label"])
+
+    def on_test_epoch_end(self) -> None:
+        for head in self.heads:
+            entry: dict[str, Any] = {"datasets": {}}
+            if self.inlier_dataset is not None:
+                seg = self.segmentation_metrics[head].compute()
+                entry["miou"], entry["iou"] = seg["miou"], seg["iou"]
+            for dataset in self.anomaly_datasets:
+                values = self.anomaly_metrics[head][dataset].compute()
+                total = values["n_anomaly"] + values["n_inlier"]
+                values["anomaly_fraction"] = values["n_anomaly"] / total
+                entry["datasets"][dataset] = values
+            self.results[head] = entry

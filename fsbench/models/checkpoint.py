@@ -1,0 +1,73 @@
+"""Rebuild a segmenter from a checkpoint written by ``train.py``.
+
+A training checkpoint carries the constructor arguments of its segmenter under the key
+``segmenter_config`` (with the ``_target_`` class path), so evaluation needs nothing but the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra.utils
+import torch
+from torch import nn
+
+SEGMENTER_CONFIG_KEY = "segmenter_config"
+SEGMENTER_PREFIX = "segmenter."
+
+
+def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Return the segmenter stored in a ``train.py`` checkpoint, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist; train one with `python train.py` or pass "
+            "checkpoint=PATH to evaluate.py"
+        )
+    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    if SEGMENTER_CONFIG_KEY not in checkpoint:
+        raise ValueError(
+            f"{path} has no '{SEGMENTER_CONFIG_KEY}' entry: it was not written by fsbench's "
+            "train.py (SegmentationTask). Wrap your weights with fsbench.models.save_segmenter."
+        )
+    segmenter = hydra.utils.instantiate(dict(checkpoint[SEGMENTER_CONFIG_KEY]))
+    state = {
+        key[len(SEGMENTER_PREFIX) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(SEGMENTER_PREFIX)
+    }
+    _load_state_strict(segmenter, state, path)
+    return segmenter.eval()
+
+
+def save_segmenter(segmenter: nn.Module, path: str | Path) -> None:
+    """Write a segmenter in the checkpoint format ``load_segmenter`` reads."""
+    torch.save(
+        {
+            SEGMENTER_CONFIG_KEY: dict(segmenter.config),
+            "state_dict": {SEGMENTER_PREFIX + k: v for k, v in segmenter.state_dict().items()},
+        },
+        path,
+    )
+
+
+def _load_state_strict(module: nn.Module, state: dict, path: Path) -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in expected
+        if key in state and state[key].shape != expected[key].shape
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f"checkpoint {path} does not fit the segmenter its config describes:"]
+        if missing:
+            lines.append(f"  missing {len(missing)} tensors, e.g. {missing[:3]}")
+        if unexpected:
+            lines.append(f"  {len(unexpected)} unexpected tensors, e.g. {unexpected[:3]}")
+        if mismatched:
+            lines.append(f"  {len(mismatched)} shape mismatches, e.g. {mismatched[:3]}")
+        lines.append("  Was the file written by a different fsbench version or edited by hand?")
+        raise ValueError("\n".join(lines))
+    module.load_state_dict(state)

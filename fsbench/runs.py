@@ -1,0 +1,127 @@
+"""What ``train.py`` and ``evaluate.py`` do, as functions of a composed Hydra config."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from fsbench.heads import AnomalyHead
+from fsbench.lit import AnomalyEvaluation, SegmentationTask
+from fsbench.models import load_segmenter
+from fsbench.report import PROTOCOL, write_results
+
+
+def _selected_heads(cfg: DictConfig) -> dict[str, AnomalyHead]:
+    heads = cfg.get("head") or {}
+    return {name: hydra.utils.instantiate(head_cfg) for name, head_cfg in heads.items()}
+
+
+def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
+    """Train a segmenter; return the final validation metrics and the checkpoint path."""
+    output_dir = Path(output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    segmenter = hydra.utils.instantiate(cfg.model)
+    heads = _selected_heads(cfg)
+    if len(heads) > 1:
+        raise ValueError(f"train.py takes at most one training-time head, got {list(heads)}")
+    task = SegmentationTask(
+        segmenter,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        poly_power=cfg.poly_power,
+        ignore_index=cfg.ignore_index,
+        head=next(iter(heads.values()), None),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    checkpoints = ModelCheckpoint(
+        dirpath=output_dir / "checkpoints",
+        filename="step{step:06d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=cfg.checkpoint_every_n_steps,
+        save_last=True,
+    )
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        default_root_dir=str(output_dir),
+        callbacks=[checkpoints],
+        logger=CSVLogger(str(output_dir), name="", version=""),
+    )
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.resume_from)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(last)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    print(f"checkpoint: {last}")
+    return {"checkpoint": str(last), **metrics}
+
+
+def find_latest_checkpoint(*roots: str | Path) -> Path:
+    """The newest ``last.ckpt`` written by train.py under the given output folders."""
+    candidates = [
+        path
+        for root in roots
+        for pattern in ("train/*/checkpoints/last.ckpt", "train/*/*/checkpoints/last.ckpt")
+        for path in Path(root).glob(pattern)
+    ]
+    if not candidates:
+        searched = ", ".join(f"{Path(root).resolve()}/train/" for root in roots)
+        raise FileNotFoundError(
+            f"no training checkpoint found under {searched}; run `python train.py` first "
+            "or pass checkpoint=PATH"
+        )
+    return max(candidates, key=lambda path: path.stat().st_mtime)
+
+
+def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
+    """Evaluate the selected heads on every anomaly set of the data config; write the results."""
+    output_dir = Path(output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.checkpoint in (None, "latest"):
+        checkpoint = find_latest_checkpoint(cfg.paths.outputs, cfg.paths.multirun)
+    else:
+        checkpoint = Path(cfg.checkpoint)
+    print(f"checkpoint: {checkpoint}")
+    segmenter = load_segmenter(checkpoint)
+    heads = _selected_heads(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    for name, head in heads.items():
+        if type(head).fit is not AnomalyHead.fit:
+            print(f"fitting head {name} on the training set")
+            head.fit(segmenter, datamodule.train_dataloader())
+
+    loaders = datamodule.anomaly_dataloaders()
+    inlier = None
+    if cfg.inlier_miou and datamodule.val_set is not None:
+        inlier = "inlier_val"
+        loaders[inlier] = datamodule.val_dataloader()
+    module = AnomalyEvaluation(
+        segmenter,
+        heads,
+        dataset_names=list(loaders),
+        anomaly_datasets=list(datamodule.anomaly_sets),
+        inlier_dataset=inlier,
+        ignore_index=cfg.ignore_index,
+    )
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, default_root_dir=str(output_dir))
+    started = time.perf_counter()
+    trainer.test(module, dataloaders=list(loaders.values()), verbose=False)
+    payload = {
+        "protocol": PROTOCOL,
+        "checkpoint": str(checkpoint),
+        "seconds": round(time.perf_counter() - started, 2),
+        "datasets": {name: len(loader.dataset) for name, loader in loaders.items()},
+        "results": module.results,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "versions": {"torch": torch.__version__, "lightning": L.__version__},
+    }
+    table = write_results(output_dir, payload)
+    print(table)
+    print(f"results: {output_dir / 'results.json'}")
+    return payload

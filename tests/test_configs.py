@@ -1,0 +1,86 @@
+"""Every config in conf/ composes, and what it names can be built."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from fsbench.heads import AnomalyHead
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+
+
+def _compose(name: str, overrides: list[str]):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+@pytest.mark.parametrize("top", ["train", "evaluate"])
+def test_top_level_configs_compose_and_resolve(top):
+    cfg = _compose(top, [])
+    OmegaConf.resolve(cfg)
+    assert cfg.task_name == top
+
+
+@pytest.mark.parametrize("group", ["data", "model", "optimizer", "trainer", "head"])
+def test_every_group_option_composes_into_both_entry_points(group):
+    options = _options(group)
+    assert options, f"conf/{group} is empty"
+    for top in ("train", "evaluate"):
+        for option in options:
+            if group in ("model", "optimizer") and top == "evaluate":
+                continue  # evaluation rebuilds the model from its checkpoint
+            cfg = _compose(top, [f"{group}={option}"])
+            assert cfg[group] is not None
+
+
+def test_evaluate_defaults_select_the_four_softmax_heads():
+    cfg = _compose("evaluate", [])
+    assert list(cfg.head) == ["max_softmax", "entropy", "max_logit", "energy"]
+    assert list(_compose("evaluate", ["head=energy"]).head) == ["energy"]
+    assert list(_compose("evaluate", ["head=[energy,max_logit]"]).head) == ["energy", "max_logit"]
+
+
+@pytest.mark.parametrize("head", _options("head"))
+def test_every_head_config_instantiates_an_anomaly_head(head):
+    cfg = _compose("evaluate", [f"head={head}"])
+    assert isinstance(instantiate(cfg.head[head]), AnomalyHead)
+
+
+@pytest.mark.parametrize("model", _options("model"))
+def test_every_model_config_builds_a_segmenter(model):
+    cfg = _compose("train", [f"model={model}", "model.encoder_weights=null"])
+    segmenter = instantiate(cfg.model).eval()
+    with torch.inference_mode():
+        out = segmenter(torch.rand(1, 3, 72, 100))  # sides not multiples of 32: padded, cropped
+    assert out.logits.shape == (1, cfg.model.num_classes, 72, 100)
+    assert out.features.shape == (1, cfg.model.decoder_channels, 18, 25)
+
+
+@pytest.mark.parametrize("optimizer", _options("optimizer"))
+def test_every_optimizer_config_builds_from_parameters(optimizer):
+    cfg = _compose("train", [f"optimizer={optimizer}"])
+    built = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(built, torch.optim.Optimizer)
+    assert built.param_groups[0]["lr"] == cfg.optimizer.lr
+
+
+def test_synthetic_data_config_builds_all_splits():
+    cfg = _compose("train", ["data.shared.height=32", "data.shared.width=64"])
+    datamodule = instantiate(cfg.data)
+    assert datamodule.train_set[0]["image"].shape == (3, 32, 64)
+    assert set(datamodule.anomaly_sets) == {"synthetic_anomaly"}
+    assert "anomaly" in datamodule.anomaly_sets["synthetic_anomaly"][0]
+
+
+def test_cpu_trainer_config_instantiates():
+    cfg = _compose("train", ["trainer=cpu"])
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert trainer.max_steps == cfg.trainer.max_steps

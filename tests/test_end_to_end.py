@@ -1,0 +1,150 @@
+"""A tiny train + evaluate run through the real entry points, checked against scikit-learn."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from baselines.softmax import MaxLogit
+from fsbench.data import SyntheticScenes
+from fsbench.models import load_segmenter
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "data.shared.height=64",
+    "data.shared.width=128",
+    "data.train.length=48",
+    "data.val.length=8",
+    "data.anomaly.synthetic_anomaly.length=8",
+    "data.batch_size=4",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def _run(script: str, outputs: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable,
+        str(ROOT / script),
+        *TINY,
+        f"paths.outputs={outputs / 'outputs'}",
+        f"paths.multirun={outputs / 'multirun'}",
+        *overrides,
+    ]
+    result = subprocess.run(command, cwd=outputs, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("run")
+    _run(
+        "train.py",
+        workdir,
+        "trainer.max_steps=24",
+        "trainer.log_every_n_steps=1",
+        "checkpoint_every_n_steps=12",
+    )
+    return workdir
+
+
+def _train_dir(workdir: Path) -> Path:
+    (run,) = (workdir / "outputs" / "train").iterdir()
+    return run
+
+
+def test_training_writes_a_checkpoint_and_reduces_the_loss(trained):
+    run = _train_dir(trained)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    with open(run / "metrics.csv") as f:
+        losses = [float(row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert len(losses) >= 20
+    first, last = np.mean(losses[:4]), np.mean(losses[-4:])
+    assert last < 0.8 * first, f"loss went from {first:.3f} to {last:.3f}"
+
+
+def test_evaluate_finds_the_latest_checkpoint_and_writes_finite_results(trained):
+    result = _run("evaluate.py", trained)
+    (run,) = (trained / "outputs" / "evaluate").iterdir()
+    payload = json.loads((run / "results.json").read_text())
+    assert payload["checkpoint"] == str(_train_dir(trained) / "checkpoints" / "last.ckpt")
+    assert list(payload["results"]) == ["max_softmax", "entropy", "max_logit", "energy"]
+    for entry in payload["results"].values():
+        assert 0 <= entry["miou"] <= 1
+        values = entry["datasets"]["synthetic_anomaly"]
+        for key in ("ap", "fpr95", "auroc"):
+            assert math.isfinite(values[key]) and 0 <= values[key] <= 1
+        assert values["n_anomaly"] > 0 and values["n_inlier"] > values["n_anomaly"]
+    assert "| max_softmax |" in (run / "results.md").read_text()
+    assert "| max_softmax |" in result.stdout  # the table is printed
+
+
+def test_evaluated_numbers_match_scikit_learn_on_the_same_pixels(trained):
+    checkpoint = _train_dir(trained) / "checkpoints" / "last.ckpt"
+    out_dir = trained / "single"
+    _run(
+        "evaluate.py",
+        trained,
+        f"checkpoint={checkpoint}",
+        "head=max_logit",
+        f"hydra.run.dir={out_dir}",
+    )
+    reported = json.loads((out_dir / "results.json").read_text())["results"]["max_logit"]
+
+    segmenter = load_segmenter(checkpoint)
+    dataset = SyntheticScenes("anomaly", 8, 64, 128)
+    scores, labels = [], []
+    with torch.inference_mode():
+        for i in range(len(dataset)):
+            item = dataset[i]
+            score = MaxLogit.from_logits(segmenter(item["image"][None]).logits)[0]
+            valid = item["anomaly"] != 255
+            scores.append(score[valid].numpy())
+            labels.append(item["anomaly"][valid].numpy())
+    scores, labels = np.concatenate(scores), np.concatenate(labels)
+    values = reported["datasets"]["synthetic_anomaly"]
+    assert values["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
+    assert values["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
+    assert values["n_anomaly"] == int(labels.sum())
+
+
+def test_multirun_over_heads_gives_one_result_per_job(trained):
+    checkpoint = _train_dir(trained) / "checkpoints" / "last.ckpt"
+    _run(
+        "evaluate.py", trained, "--multirun", f"checkpoint={checkpoint}", "head=max_softmax,energy"
+    )
+    (sweep,) = (trained / "multirun" / "evaluate").iterdir()
+    heads = sorted(
+        next(iter(json.loads((job / "results.json").read_text())["results"]))
+        for job in sweep.iterdir()
+        if (job / "results.json").is_file()
+    )
+    assert heads == ["energy", "max_softmax"]
+
+
+def test_evaluate_without_any_checkpoint_says_how_to_get_one(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "evaluate.py"),
+            f"paths.outputs={tmp_path / 'none'}",
+            f"paths.multirun={tmp_path / 'none'}",
+            f"hydra.run.dir={tmp_path / 'ev'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "no training checkpoint found" in result.stderr + result.stdout
