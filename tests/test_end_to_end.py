@@ -34,10 +34,11 @@ def _run(script: str, outputs: Path, *overrides: str) -> subprocess.CompletedPro
     command = [
         sys.executable,
         str(ROOT / script),
+        *[flag for flag in overrides if flag.startswith("--")],  # Hydra flags precede overrides
         *TINY,
         f"paths.outputs={outputs / 'outputs'}",
         f"paths.multirun={outputs / 'multirun'}",
-        *overrides,
+        *[override for override in overrides if not override.startswith("--")],
     ]
     result = subprocess.run(command, cwd=outputs, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
