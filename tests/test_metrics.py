@@ -1,132 +1,243 @@
 """AnomalyMetrics and SegmentationMetrics against scikit-learn and hand-computed cases."""
 
+from __future__ import annotations
+
 import math
 
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    jaccard_score,
+    roc_auc_score,
+    roc_curve,
+)
 
-from fsbench.metrics import AnomalyMetrics, SegmentationMetrics, anomaly_metrics
+from fsbench.metrics import AnomalyMetrics, SegmentationMetrics, anomaly_metrics, iou_from_confmat
+
+KEYS = ("ap", "auroc", "fpr95")
 
 
-def _reference(scores: np.ndarray, labels: np.ndarray) -> dict:
+# --------------------------------------------------------------------------- helpers
+
+
+def sklearn_reference(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The Fishyscapes definition written with scikit-learn (scores cast to float32 first)."""
     scores = scores.astype(np.float32)
-    fpr, tpr, _ = roc_curve(labels, scores)
+    # Keep every threshold: the default drop_intermediate=True may drop the first point whose
+    # TPR reaches 0.95 when it lies on a straight ROC segment.
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     return {
         "ap": average_precision_score(labels, scores),
         "auroc": roc_auc_score(labels, scores),
-        "fpr95": fpr[np.argmax(tpr >= 0.95)],  # the first threshold reaching 95% TPR
+        "fpr95": fpr[np.argmax(tpr >= 0.95)],  # the first (highest) threshold reaching 95 % TPR
     }
 
 
-def _random_batches(seed: int, quantize: float | None = None, scale: float = 1.0):
+def make_batches(seed: int, levels: int | None = None, n_batches: int = 3):
+    """Score maps [2, 16, 24] with ~10 % anomaly and ~10 % void (255) pixels.
+
+    With ``levels``, every score is one of ``levels`` integers (heavy ties).
+    """
     rng = np.random.default_rng(seed)
     batches = []
-    for _ in range(3):
+    for _ in range(n_batches):
         target = (rng.random((2, 16, 24)) < 0.1).astype(np.uint8)
         target[rng.random(target.shape) < 0.1] = 255
         score = rng.normal(size=target.shape) + 1.5 * (target == 1)
-        if quantize:
-            score = np.round(score * quantize) / quantize
-        batches.append((score * scale, target))
+        if levels is not None:
+            score = np.clip(np.round(score + 1), 0, levels - 1)
+        batches.append((score, target))
     return batches
 
 
-def _update_all(batches) -> dict:
-    metric = AnomalyMetrics()
+def update_all(batches, **kwargs) -> dict[str, float]:
+    metric = AnomalyMetrics(**kwargs)
     for score, target in batches:
         metric.update(torch.from_numpy(score), torch.from_numpy(target))
     return metric.compute()
 
 
-def _pooled_valid(batches):
+def pooled_valid_pixels(batches) -> tuple[np.ndarray, np.ndarray]:
     scores = np.concatenate([s[t != 255] for s, t in batches])
     labels = np.concatenate([t[t != 255] for s, t in batches])
     return scores, labels
 
 
+def assert_matches(result: dict, reference: dict, tol: float) -> None:
+    for key in KEYS:
+        assert result[key] == pytest.approx(reference[key], abs=tol), key
+
+
+# --------------------------------------------------------------------------- anomaly: values
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_continuous_scores_over_batches_match_scikit_learn(seed):
-    batches = _random_batches(seed)
-    result, reference = _update_all(batches), _reference(*_pooled_valid(batches))
-    for key in ("ap", "auroc", "fpr95"):
-        assert result[key] == pytest.approx(reference[key], abs=1e-6)
+def test_continuous_scores_pooled_over_batches_match_scikit_learn(seed):
+    batches = make_batches(seed)
+    reference = sklearn_reference(*pooled_valid_pixels(batches))
+    assert_matches(update_all(batches), reference, tol=1e-6)
 
 
-@pytest.mark.parametrize("levels", [1, 2, 4])
+@pytest.mark.parametrize("levels", [3, 4, 5])
 def test_heavily_tied_scores_are_exact(levels):
-    batches = _random_batches(7, quantize=levels)
-    result, reference = _update_all(batches), _reference(*_pooled_valid(batches))
-    for key in ("ap", "auroc", "fpr95"):
-        assert result[key] == pytest.approx(reference[key], abs=1e-9)
+    batches = make_batches(10 + levels, levels=levels)
+    scores, labels = pooled_valid_pixels(batches)
+    assert len(np.unique(scores)) == levels
+    assert_matches(update_all(batches), sklearn_reference(scores, labels), tol=1e-9)
 
 
-def test_negative_scores_over_many_orders_of_magnitude():
+def test_negative_scores_over_sixty_orders_of_magnitude():
     rng = np.random.default_rng(3)
     labels = rng.random(4000) < 0.2
-    scores = -np.exp(rng.normal(scale=6, size=4000)) * np.where(labels, 0.1, 1.0)
+    magnitude = 10.0 ** rng.uniform(-30, 30, size=4000)
+    scores = -magnitude * np.where(labels, 0.01, 1.0)  # anomalies closer to zero, i.e. higher
     result = anomaly_metrics(torch.from_numpy(scores), torch.from_numpy(labels))
-    reference = _reference(scores, labels)
-    for key in ("ap", "auroc", "fpr95"):
-        assert result[key] == pytest.approx(reference[key], abs=1e-6)
+    assert_matches(result, sklearn_reference(scores, labels), tol=1e-9)
 
 
-def test_hand_computed_case():
-    # Scores 0.9 (anomaly), 0.8 (inlier), 0.7 (anomaly), 0.1 (inlier).
-    # Thresholds: 0.9 -> P=1, R=1/2; 0.8 -> P=1/2, R=1/2; 0.7 -> P=2/3, R=1; 0.1 -> R=1.
-    # AP = 1/2 * 1 + 1/2 * 2/3 = 5/6.
-    # ROC points (FPR, TPR): (0,.5) (.5,.5) (.5,1) (1,1): AUROC = 3/4.
-    # TPR first reaches 0.95 at threshold 0.7, where FPR = 1/2.
-    result = anomaly_metrics(torch.tensor([0.9, 0.8, 0.7, 0.1]), torch.tensor([1, 0, 1, 0]))
-    assert result["ap"] == pytest.approx(5 / 6)
-    assert result["auroc"] == pytest.approx(0.75)
-    assert result["fpr95"] == pytest.approx(0.5)
-    assert (result["n_anomaly"], result["n_inlier"]) == (2, 2)
+def test_large_distance_like_scores_are_ranked_without_a_sigmoid():
+    # A sigmoid (as torchmetrics' Binary* metrics apply to scores outside [0, 1]) maps all of
+    # these to 1.0 in float32 and would report AUROC 0.5.
+    rng = np.random.default_rng(4)
+    labels = rng.random(2000) < 0.1
+    scores = 100.0 + rng.gamma(2.0, 50.0, size=2000) + 60.0 * labels
+    result = anomaly_metrics(torch.from_numpy(scores), torch.from_numpy(labels))
+    reference = sklearn_reference(scores, labels)
+    assert_matches(result, reference, tol=1e-9)
+    assert result["auroc"] > 0.7
+
+
+def test_hand_computed_case_with_a_tie():
+    # score: 0.9  0.8  0.8  0.3  0.3  0.1
+    # label: A    I    A    I    I    A        (3 anomaly, 3 inlier; A = 1, I = 0)
+    # Distinct thresholds (TP, FP):  0.9 (1, 0)  0.8 (2, 1)  0.3 (2, 3)  0.1 (3, 3)
+    #   recall    = 1/3, 2/3, 2/3, 1     precision = 1, 2/3, 2/5, 1/2
+    #   AP = 1/3 * 1 + 1/3 * 2/3 + 0 * 2/5 + 1/3 * 1/2 = 13/18
+    #   ROC (FPR, TPR): (0, 0) (0, 1/3) (1/3, 2/3) (1, 2/3) (1, 1)
+    #   AUROC = 1/3 * (1/3 + 2/3) / 2 + 2/3 * 2/3 = 1/6 + 4/9 = 11/18
+    #     (Mann-Whitney check: pairs won 3 + 2.5 + 0 = 5.5 of 9 = 11/18)
+    #   TPR first reaches 0.95 at threshold 0.1, where FPR = 3/3 = 1.
+    scores = torch.tensor([0.9, 0.8, 0.8, 0.3, 0.3, 0.1])
+    labels = torch.tensor([1, 0, 1, 0, 0, 1])
+    result = anomaly_metrics(scores, labels)
+    assert result["ap"] == pytest.approx(13 / 18, abs=1e-12)
+    assert result["auroc"] == pytest.approx(11 / 18, abs=1e-12)
+    assert result["fpr95"] == 1.0
+    assert (result["n_anomaly"], result["n_inlier"]) == (3, 3)
+
+
+def test_fpr95_is_taken_where_tpr_first_reaches_exactly_095():
+    # 20 anomalies, 10 inliers, ranked: 18 A, 1 I, 1 A, 1 I, 1 A, 8 I.
+    # After the 19th anomaly TPR = 19/20 = 0.95 exactly with FPR = 1/10: the official
+    # "TPR >= 0.95" rule gives 0.1 (a "TPR > 0.95" rule would give 0.2).
+    labels = torch.tensor([1] * 18 + [0, 1, 0, 1] + [0] * 8)
+    scores = torch.arange(len(labels), 0, -1, dtype=torch.float32)
+    assert anomaly_metrics(scores, labels)["fpr95"] == pytest.approx(0.1, abs=1e-12)
+
+
+def test_fpr95_takes_the_first_point_at_or_above_095_without_interpolation():
+    # 10 anomalies, 10 inliers: 9 A at 5.0, 2 I at 4.0, {1 A, 2 I} tied at 3.0, 6 I at 1.0.
+    # ROC points (FPR, TPR): (0, .9) (.2, .9) (.4, 1) (1, 1). The first TPR >= 0.95 is at
+    # FPR 0.4; interpolating to TPR 0.95 would give 0.3.
+    scores = torch.tensor([5.0] * 9 + [4.0] * 2 + [3.0] * 3 + [1.0] * 6)
+    labels = torch.tensor([1] * 9 + [0] * 2 + [1, 0, 0] + [0] * 6)
+    assert anomaly_metrics(scores, labels)["fpr95"] == pytest.approx(0.4, abs=1e-12)
+
+
+def test_fpr_at_tpr_level_is_configurable():
+    scores = torch.tensor([5.0] * 9 + [4.0] * 2 + [3.0] * 3 + [1.0] * 6)
+    labels = torch.tensor([1] * 9 + [0] * 2 + [1, 0, 0] + [0] * 6)
+    assert anomaly_metrics(scores, labels, fpr_at_tpr=0.9)["fpr95"] == 0.0
 
 
 def test_constant_scorer_gets_the_prevalence_and_chance_auroc():
     labels = torch.tensor([1] * 5 + [0] * 95)
     result = anomaly_metrics(torch.zeros(100), labels)
-    assert result["ap"] == pytest.approx(0.05)
-    assert result["auroc"] == pytest.approx(0.5)
-    assert result["fpr95"] == pytest.approx(1.0)
+    assert result["ap"] == pytest.approx(0.05, abs=1e-12)
+    assert result["auroc"] == pytest.approx(0.5, abs=1e-12)
+    assert result["fpr95"] == 1.0
 
 
-def test_void_pixels_do_not_count():
-    score = torch.tensor([[0.9, 0.1, 0.5, 0.2]])
-    target = torch.tensor([[1, 0, 255, 0]], dtype=torch.uint8)
-    first = AnomalyMetrics()
-    first.update(score, target)
-    changed = AnomalyMetrics()
-    changed.update(torch.tensor([[0.9, 0.1, 100.0, 0.2]]), target)
+def test_scores_are_compared_in_float32_like_the_official_code():
+    # 1 + 1e-12 and 1 are distinct in float64 but equal in float32: one tied threshold.
+    scores = torch.tensor([1.0 + 1e-12, 1.0], dtype=torch.float64)
+    result = anomaly_metrics(scores, torch.tensor([1, 0]))
+    assert result["auroc"] == 0.5
+    assert result["ap"] == 0.5
+
+
+def test_splitting_the_data_into_batches_changes_nothing():
+    batches = make_batches(5, n_batches=4)
+    whole = [(np.concatenate([s for s, _ in batches]), np.concatenate([t for _, t in batches]))]
+    assert update_all(batches) == update_all(whole)
+
+
+def test_compute_returns_python_floats_and_ints():
+    result = update_all(make_batches(6))
+    assert set(result) == {"ap", "auroc", "fpr95", "n_anomaly", "n_inlier"}
+    assert all(type(result[key]) is float and 0.0 <= result[key] <= 1.0 for key in KEYS)
+    assert type(result["n_anomaly"]) is int and type(result["n_inlier"]) is int
+
+
+# --------------------------------------------------------------------------- anomaly: void
+
+
+def test_void_pixels_are_excluded():
+    target = torch.tensor([[1, 0, 255, 0, 255]], dtype=torch.uint8)
+    first, changed = AnomalyMetrics(), AnomalyMetrics()
+    first.update(torch.tensor([[0.9, 0.1, 0.5, 0.2, -3.0]]), target)
+    changed.update(torch.tensor([[0.9, 0.1, 100.0, 0.2, float("nan")]]), target)
     assert first.compute() == changed.compute()
-    assert first.compute()["n_inlier"] == 2
+    assert (first.compute()["n_anomaly"], first.compute()["n_inlier"]) == (1, 2)
 
 
-def test_void_stored_as_two_is_refused_with_the_values_found():
+def test_a_custom_ignore_index_marks_void():
+    metric = AnomalyMetrics(ignore_index=7)
+    metric.update(torch.tensor([0.9, 0.5, 0.1]), torch.tensor([1, 7, 0]))
+    assert metric.compute()["n_inlier"] == 1
+
+
+# --------------------------------------------------------------------------- anomaly: errors
+
+
+def test_void_stored_as_two_is_refused_naming_the_value_found():
     metric = AnomalyMetrics()
-    with pytest.raises(ValueError, match=r"values \[2\]"):
+    with pytest.raises(ValueError, match=r"unexpected values \[2\].*\{0, 1, 255\}"):
         metric.update(torch.rand(1, 2, 2), torch.tensor([[[0, 1], [2, 0]]]))
 
 
-def test_non_finite_scores_are_refused_with_count_and_position():
-    score = torch.tensor([[0.1, float("nan"), 0.3, float("inf")]])
-    with pytest.raises(ValueError, match=r"2 non-void pixels .* index \(0, 1\)"):
-        AnomalyMetrics().update(score, torch.tensor([[0, 1, 0, 0]]))
+def test_functional_core_refuses_labels_other_than_0_and_1():
+    with pytest.raises(ValueError, match=r"values \[255\]"):
+        anomaly_metrics(torch.rand(3), torch.tensor([0, 1, 255]))
 
 
-def test_non_finite_scores_on_void_pixels_are_fine():
-    metric = AnomalyMetrics()
-    metric.update(torch.tensor([0.1, float("nan"), 0.9]), torch.tensor([0, 255, 1]))
-    assert metric.compute()["ap"] == 1.0
+def test_non_finite_scores_are_refused_with_count_and_first_position():
+    score = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.1, float("nan"), 0.3, float("inf")]])
+    target = torch.tensor([[0, 1, 0, 0], [0, 1, 0, 0]])
+    with pytest.raises(ValueError, match=r"2 non-void pixels .* index \(1, 1\)"):
+        AnomalyMetrics().update(score, target)
+
+
+def test_float64_scores_beyond_the_float32_range_are_refused():
+    with pytest.raises(ValueError, match="non-finite"):
+        AnomalyMetrics().update(
+            torch.tensor([1e39, 0.0], dtype=torch.float64), torch.tensor([1, 0])
+        )
 
 
 def test_no_anomaly_pixel_is_an_error_not_a_number():
     metric = AnomalyMetrics()
     metric.update(torch.rand(2, 4, 4), torch.zeros(2, 4, 4, dtype=torch.uint8))
-    with pytest.raises(ValueError, match="0 anomaly"):
+    with pytest.raises(ValueError, match="undefined .* 0 anomaly and 32 inlier"):
         metric.compute()
+
+
+def test_no_inlier_pixel_is_an_error():
+    with pytest.raises(ValueError, match="3 anomaly and 0 inlier"):
+        anomaly_metrics(torch.rand(3), torch.ones(3, dtype=torch.bool))
 
 
 def test_shape_mismatch_names_both_shapes():
@@ -134,49 +245,137 @@ def test_shape_mismatch_names_both_shapes():
         AnomalyMetrics().update(torch.rand(1, 4, 4), torch.zeros(1, 8, 8, dtype=torch.uint8))
 
 
+# --------------------------------------------------------------------------- anomaly: state
+
+
 def test_reset_forgets_earlier_updates():
     metric = AnomalyMetrics()
     metric.update(torch.tensor([0.0, 1.0]), torch.tensor([1, 0]))
+    assert metric.compute()["auroc"] == 0.0
     metric.reset()
-    metric.update(torch.tensor([0.0, 1.0]), torch.tensor([0, 1]))
-    assert metric.compute()["auroc"] == 1.0
+    metric.update(torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0, 1, 1]))
+    result = metric.compute()
+    assert result["auroc"] == 1.0
+    assert (result["n_anomaly"], result["n_inlier"]) == (2, 1)
 
 
-def test_confusion_matrix_and_iou_match_scikit_learn():
+def _two_process_sync(rank0_batches, rank1_batches) -> dict[str, float]:
+    """compute() on "rank 0" with a fake all-gather that also returns "rank 1"'s states."""
+    rank1 = AnomalyMetrics()
+    for score, target in rank1_batches:
+        rank1.update(torch.from_numpy(score), torch.from_numpy(target))
+    gathered = iter([torch.cat(rank1.scores), torch.cat(rank1.targets)])  # state order
+
+    def fake_all_gather(tensor, group=None):
+        return [tensor, next(gathered)]
+
+    rank0 = AnomalyMetrics(dist_sync_fn=fake_all_gather, distributed_available_fn=lambda: True)
+    for score, target in rank0_batches:
+        rank0.update(torch.from_numpy(score), torch.from_numpy(target))
+    return rank0.compute()
+
+
+def test_states_from_several_processes_are_pooled():
+    a, b = make_batches(8), make_batches(9)
+    assert _two_process_sync(a, b) == update_all(a + b)
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric")
+def test_a_process_without_data_does_not_break_the_sync():
+    b = make_batches(9)
+    assert _two_process_sync([], b) == update_all(b)
+
+
+# --------------------------------------------------------------------------- segmentation
+
+
+def test_confusion_matrix_and_iou_match_scikit_learn_over_several_updates():
     rng = np.random.default_rng(0)
-    target = rng.integers(0, 4, size=(2, 8, 8))
-    target[0, 0] = 255
-    preds = np.where(rng.random(target.shape) < 0.7, target, rng.integers(0, 4, target.shape))
-    preds[target == 255] = 0
     metric = SegmentationMetrics(num_classes=4)
-    metric.update(torch.from_numpy(preds), torch.from_numpy(target))
-    valid = target != 255
-    reference = confusion_matrix(target[valid], preds[valid], labels=range(4))
-    assert np.array_equal(metric.confmat.numpy(), reference)
-    tp = np.diag(reference)
-    iou = tp / (reference.sum(0) + reference.sum(1) - tp)
-    assert metric.compute()["miou"] == pytest.approx(iou.mean())
+    gts, preds = [], []
+    for _ in range(3):
+        target = rng.integers(0, 4, size=(2, 8, 8))
+        target[rng.random(target.shape) < 0.1] = 255
+        pred = np.where(rng.random(target.shape) < 0.7, target, rng.integers(0, 4, target.shape))
+        pred[target == 255] = rng.integers(0, 4, size=int((target == 255).sum()))
+        metric.update(torch.from_numpy(pred), torch.from_numpy(target))
+        valid = target != 255
+        gts.append(target[valid])
+        preds.append(pred[valid])
+    gt, pred = np.concatenate(gts), np.concatenate(preds)
+    assert np.array_equal(metric.confmat.numpy(), confusion_matrix(gt, pred, labels=range(4)))
+    reference_iou = jaccard_score(gt, pred, labels=range(4), average=None)
+    result = metric.compute()
+    assert result["iou"] == pytest.approx(reference_iou.tolist(), abs=1e-12)
+    assert result["miou"] == pytest.approx(reference_iou.mean(), abs=1e-12)
+    assert result["pixel_accuracy"] == pytest.approx((gt == pred).mean(), abs=1e-12)
 
 
-def test_hand_computed_miou_with_an_absent_class():
-    # Class 0: TP 2, FP 1, FN 0 -> 2/3. Class 1: TP 1, FP 0, FN 1 -> 1/2. Class 2 absent -> NaN.
+def test_hand_computed_miou_leaves_out_a_class_absent_everywhere():
+    # gt   0 0 1 1      Class 0: TP 2, FP 1, FN 0 -> 2/3.  Class 1: TP 1, FP 0, FN 1 -> 1/2.
+    # pred 0 0 0 1      Class 2: in neither -> NaN, left out: mIoU = (2/3 + 1/2) / 2 = 7/12.
     metric = SegmentationMetrics(num_classes=3)
     metric.update(torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 1]))
     result = metric.compute()
-    assert result["iou"][:2] == pytest.approx([2 / 3, 1 / 2]) and math.isnan(result["iou"][2])
-    assert result["miou"] == pytest.approx((2 / 3 + 1 / 2) / 2)
-    assert result["pixel_accuracy"] == pytest.approx(3 / 4)
+    assert result["iou"][:2] == pytest.approx([2 / 3, 1 / 2], abs=1e-12)
+    assert math.isnan(result["iou"][2])
+    assert result["miou"] == pytest.approx(7 / 12, abs=1e-12)
+    assert result["pixel_accuracy"] == pytest.approx(3 / 4, abs=1e-12)
 
 
-def test_logits_and_label_predictions_agree():
-    logits = torch.randn(2, 5, 6, 7)
-    target = torch.randint(0, 5, (2, 6, 7))
-    from_logits, from_labels = SegmentationMetrics(5), SegmentationMetrics(5)
+def test_a_class_only_predicted_scores_zero_and_counts_in_the_mean():
+    # gt 0 0 ; pred 0 2: class 0 -> 1/2, class 1 -> NaN, class 2 -> 0 / 1 = 0.
+    iou = iou_from_confmat(torch.tensor([[1, 0, 1], [0, 0, 0], [0, 0, 0]]))
+    assert iou[0] == 0.5 and math.isnan(iou[1]) and iou[2] == 0.0
+    assert torch.nanmean(iou) == 0.25
+
+
+def test_logits_and_integer_predictions_agree():
+    logits = torch.randn(2, 5, 6, 7, generator=torch.Generator().manual_seed(0))
+    target = torch.randint(0, 5, (2, 6, 7), generator=torch.Generator().manual_seed(1))
+    from_logits, from_ids = SegmentationMetrics(5), SegmentationMetrics(5)
     from_logits.update(logits, target)
-    from_labels.update(logits.argmax(1), target)
-    assert torch.equal(from_logits.confmat, from_labels.confmat)
+    from_ids.update(logits.argmax(1), target)
+    assert torch.equal(from_logits.confmat, from_ids.confmat)
+    assert int(from_logits.confmat.sum()) == target.numel()
 
 
-def test_label_ids_instead_of_train_ids_are_refused():
-    with pytest.raises(ValueError, match=r"values \[26\]"):
-        SegmentationMetrics(19).update(torch.zeros(1, 2, dtype=torch.long), torch.tensor([[26, 0]]))
+def test_ignore_pixels_are_excluded_from_the_confusion_matrix():
+    target = torch.tensor([[0, 1, 255, 255]])
+    first, changed = SegmentationMetrics(2), SegmentationMetrics(2)
+    first.update(torch.tensor([[0, 1, 0, 0]]), target)
+    changed.update(torch.tensor([[0, 1, 1, 1]]), target)
+    assert torch.equal(first.confmat, changed.confmat)
+    assert int(first.confmat.sum()) == 2
+
+
+def test_label_ids_instead_of_train_ids_are_refused_naming_the_values():
+    with pytest.raises(ValueError, match=r"unexpected values \[19, 26\]"):
+        SegmentationMetrics(19).update(
+            torch.zeros(1, 3, dtype=torch.long), torch.tensor([[26, 0, 19]])
+        )
+
+
+def test_predictions_outside_the_classes_are_refused():
+    with pytest.raises(ValueError, match=r"predictions hold values \[3\]"):
+        SegmentationMetrics(3).update(torch.tensor([[0, 3]]), torch.tensor([[0, 1]]))
+
+
+def test_logits_with_the_wrong_number_of_classes_are_refused():
+    with pytest.raises(ValueError, match="5 channels .* num_classes = 19"):
+        SegmentationMetrics(19).update(torch.randn(1, 5, 4, 4), torch.zeros(1, 4, 4, dtype=int))
+
+
+def test_segmentation_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(1, 4, 4\).*\(1, 8, 8\)"):
+        SegmentationMetrics(3).update(
+            torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 8, 8, dtype=torch.long)
+        )
+
+
+def test_segmentation_reset_forgets_earlier_updates():
+    metric = SegmentationMetrics(2)
+    metric.update(torch.tensor([1, 0]), torch.tensor([0, 1]))
+    metric.reset()
+    metric.update(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    assert metric.compute()["miou"] == 1.0
