@@ -241,11 +241,11 @@ def _box(c: _Canvas, top: float, bottom: float, left: float, right: float):
 def _paint_pole(c: _Canvas, rng, lay: _Layout, base_y: float, x: float) -> None:
     t = lay.depth(base_y)
     height = c.h * 0.75 * t + 2
-    width = max(1.2, c.w * 0.008 * t)
+    width = max(2.0, c.w * 0.014 * t)
     grey = _jitter(rng, (0.45, 0.45, 0.45), 0.1)
     c.paint(_box(c, base_y - height, base_y, x - width / 2, x + width / 2), grey, POLE)
     if rng.random() < 0.6:
-        size = max(2.0, c.h * 0.09 * t)
+        size = max(3.0, c.h * 0.12 * t)
         cy = base_y - height + size
         shape = rng.integers(3)
         if shape == 0:
@@ -309,7 +309,7 @@ def _paint_car(c: _Canvas, rng, lay: _Layout, base_y: float, x: float) -> None:
 
 def _paint_person(c: _Canvas, rng, lay: _Layout, base_y: float, x: float) -> None:
     t = lay.depth(base_y)
-    height = c.h * 0.42 * t + 4
+    height = c.h * 0.5 * t + 5
     width = height * rng.uniform(0.25, 0.35)
     skin = _jitter(rng, rng.choice([(0.9, 0.75, 0.6), (0.6, 0.42, 0.3), (0.35, 0.25, 0.18)]), 0.04)
     shirt = _jitter(rng, rng.random(3) * 0.8 + 0.1, 0.0)
