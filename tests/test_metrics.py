@@ -16,6 +16,7 @@ from sklearn.metrics import (
 )
 
 from fsbench.metrics import AnomalyMetrics, SegmentationMetrics, anomaly_metrics, iou_from_confmat
+from fsbench.metrics.anomaly import bin_lower_edges, score_bins
 
 KEYS = ("ap", "auroc", "fpr95")
 
@@ -66,9 +67,15 @@ def pooled_valid_pixels(batches) -> tuple[np.ndarray, np.ndarray]:
     return scores, labels
 
 
-def assert_matches(result: dict, reference: dict, tol: float) -> None:
+# The histogram state may merge distinct scores closer than 2.4e-4 (relative): the tolerances the
+# metrics must meet on continuous scores. Tied and quantized scores must be exact.
+BINNED = {"ap": 1e-4, "auroc": 1e-4, "fpr95": 1e-3}
+
+
+def assert_matches(result: dict, reference: dict, tol: float | dict[str, float]) -> None:
     for key in KEYS:
-        assert result[key] == pytest.approx(reference[key], abs=tol), key
+        limit = tol[key] if isinstance(tol, dict) else tol
+        assert result[key] == pytest.approx(reference[key], abs=limit), key
 
 
 # --------------------------------------------------------------------------- anomaly: values
@@ -77,8 +84,11 @@ def assert_matches(result: dict, reference: dict, tol: float) -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_continuous_scores_pooled_over_batches_match_scikit_learn(seed):
     batches = make_batches(seed)
-    reference = sklearn_reference(*pooled_valid_pixels(batches))
-    assert_matches(update_all(batches), reference, tol=1e-6)
+    scores, labels = pooled_valid_pixels(batches)
+    reference = sklearn_reference(scores, labels)
+    assert_matches(update_all(batches), reference, tol=BINNED)
+    exact = anomaly_metrics(torch.from_numpy(scores), torch.from_numpy(labels))
+    assert_matches(exact, reference, tol=1e-9)
 
 
 @pytest.mark.parametrize("levels", [3, 4, 5])
@@ -264,7 +274,7 @@ def _two_process_sync(rank0_batches, rank1_batches) -> dict[str, float]:
     rank1 = AnomalyMetrics()
     for score, target in rank1_batches:
         rank1.update(torch.from_numpy(score), torch.from_numpy(target))
-    gathered = iter([torch.cat(rank1.scores), torch.cat(rank1.targets)])  # state order
+    gathered = iter([rank1.counts.clone()])
 
     def fake_all_gather(tensor, group=None):
         return [tensor, next(gathered)]
@@ -284,6 +294,126 @@ def test_states_from_several_processes_are_pooled():
 def test_a_process_without_data_does_not_break_the_sync():
     b = make_batches(9)
     assert _two_process_sync([], b) == update_all(b)
+
+
+# --------------------------------------------------------------------------- anomaly: histogram
+
+
+def _metric_of(score: np.ndarray, target: np.ndarray, **kwargs) -> dict:
+    metric = AnomalyMetrics(**kwargs)
+    metric.update(torch.from_numpy(score), torch.from_numpy(target))
+    return metric.compute()
+
+
+def _labels(rng, shape, fraction: float) -> np.ndarray:
+    return (rng.random(shape) < fraction).astype(np.uint8)
+
+
+SCORE_MAKERS = {
+    # name: (labels -> scores); every case mixes the classes so that the ranking matters
+    "normal": lambda rng, y: rng.normal(size=y.shape) + 1.2 * y,
+    "energy_negative": lambda rng, y: -20.0 + 3.0 * rng.standard_gamma(2.0, size=y.shape) * (1 + y),
+    "orders_of_magnitude": lambda rng, y: 10.0 ** (rng.uniform(-20, 20, y.shape) + 4.0 * y),
+    # 1 - p of confident pixels, computed stably (as MaxSoftmax does): values near 0 keep their
+    # resolution. Raw p near 1 would not: see the AnomalyMetrics docstring.
+    "complement_of_probabilities": lambda rng, y: (
+        10.0 ** rng.uniform(-7, -1, y.shape) * (1 + 9 * y)
+    ),
+    "signed_zero_ties": lambda rng, y: (
+        np.where(rng.random(y.shape) < 0.5, np.float32(-0.0), np.float32(0.0))
+        + np.where(rng.random(y.shape) < 0.4 + 0.3 * y, 1.0, 0.0)
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCORE_MAKERS))
+def test_histogram_state_matches_scikit_learn_on_the_test_matrix(case):
+    rng = np.random.default_rng(len(case))
+    target = _labels(rng, (4, 100, 100), 0.05)
+    target[rng.random(target.shape) < 0.05] = 255
+    score = SCORE_MAKERS[case](rng, (target == 1).astype(np.float64))
+    valid = target != 255
+    assert_matches(
+        _metric_of(score, target), sklearn_reference(score[valid], target[valid]), BINNED
+    )
+
+
+def test_signed_zeros_are_one_tie():
+    target = np.array([1, 0, 1, 0], dtype=np.uint8)
+    result = _metric_of(np.array([0.0, -0.0, -0.0, 0.0], dtype=np.float32), target)
+    assert result["ap"] == 0.5 and result["auroc"] == 0.5
+
+
+def test_very_small_anomaly_fraction():
+    rng = np.random.default_rng(5)
+    target = np.zeros((4, 250, 250), dtype=np.uint8)  # 250,000 pixels, 25 anomalies (1e-4)
+    target.reshape(-1)[rng.choice(target.size, 25, replace=False)] = 1
+    score = rng.normal(size=target.shape) + 2.5 * target
+    reference = sklearn_reference(score.reshape(-1), target.reshape(-1))
+    assert_matches(_metric_of(score, target), reference, BINNED)
+
+
+def test_images_without_anomalies_and_mostly_void_images_count_like_the_pooled_reference():
+    rng = np.random.default_rng(6)
+    clean = _labels(rng, (1, 40, 40), 0.0)  # no anomaly pixel
+    void = np.full((1, 40, 40), 255, dtype=np.uint8)
+    void[0, :3, :5] = _labels(rng, (3, 5), 0.5)  # 15 valid pixels
+    normal = _labels(rng, (1, 40, 40), 0.1)
+    batches = [(rng.normal(size=t.shape) + t * (t == 1), t) for t in (clean, void, normal)]
+    reference = sklearn_reference(*pooled_valid_pixels(batches))
+    assert_matches(update_all(batches), reference, BINNED)
+
+
+def test_histogram_bins_preserve_the_order_of_float32_scores():
+    rng = np.random.default_rng(7)
+    values = np.concatenate(
+        [rng.normal(size=1000) * 10.0 ** rng.integers(-30, 30, 1000), [0.0, -0.0, 1e-45, -1e-45]]
+    ).astype(np.float32)
+    values.sort()
+    bins = score_bins(torch.from_numpy(values))
+    assert bool((torch.diff(bins) >= 0).all())
+    edges = bin_lower_edges(bins)
+    assert bool((edges <= torch.from_numpy(values)).all())
+    assert torch.equal(score_bins(edges), bins)  # each edge falls in its own bin
+
+
+def test_state_size_does_not_grow_with_the_data():
+    metric = AnomalyMetrics()
+    size = metric.counts.numel() * metric.counts.element_size()
+    assert size == 2 * 2**22 * 8 <= 64 * 2**20  # 64 MiB
+    for _ in range(3):
+        metric.update(torch.rand(2, 64, 64), torch.randint(0, 2, (2, 64, 64)))
+    assert metric.counts.numel() * metric.counts.element_size() == size
+    assert int(metric.counts.sum()) == 3 * 2 * 64 * 64
+
+
+def test_curves_keep_exact_end_points_and_at_most_max_points():
+    rng = np.random.default_rng(8)
+    target = _labels(rng, (2, 80, 80), 0.1)
+    metric = AnomalyMetrics()
+    metric.update(
+        torch.from_numpy(rng.normal(size=target.shape) + target), torch.from_numpy(target)
+    )
+    curves = metric.curves(max_points=50)
+    assert 2 <= len(curves["tpr"]) <= 50
+    assert curves["tpr"][-1] == 1.0 and curves["fpr"][-1] == 1.0
+    n_top = (metric.counts[:, -1].sum(), metric.counts[1, -1])
+    assert curves["precision"][0] == pytest.approx(float(n_top[1] / max(n_top[0], 1)))
+    assert curves["threshold"] == sorted(curves["threshold"], reverse=True)
+
+
+def test_per_image_ap_and_fraction_on_request():
+    rng = np.random.default_rng(9)
+    target = _labels(rng, (3, 30, 30), 0.1)
+    target[1] = 0  # an image without anomaly: AP undefined, NaN
+    score = rng.normal(size=target.shape) + target
+    result = _metric_of(score, target, per_image=True)
+    per_image = result["per_image"]
+    assert per_image["ap"][0] == pytest.approx(
+        average_precision_score(target[0].reshape(-1), score[0].astype(np.float32).reshape(-1))
+    )
+    assert math.isnan(per_image["ap"][1])
+    assert per_image["anomaly_fraction"] == pytest.approx([t.mean() for t in target])
 
 
 # --------------------------------------------------------------------------- segmentation

@@ -28,7 +28,14 @@ import torch
 import torchmetrics
 from torch import Tensor
 
-__all__ = ["AnomalyMetrics", "anomaly_metrics"]
+__all__ = [
+    "AnomalyMetrics",
+    "anomaly_metrics",
+    "bin_lower_edges",
+    "downsample_curves",
+    "ranking_metrics",
+    "score_bins",
+]
 
 _LABEL_HINT = "check the labels use 1 = anomaly, 0 = inlier, 255 = void"
 
@@ -100,55 +107,106 @@ def anomaly_metrics(scores: Tensor, targets: Tensor, fpr_at_tpr: float = 0.95) -
     if not bool(finite.all()):
         raise ValueError(_describe_non_finite(finite, "pixels"))
 
-    n_anomaly = int(targets.sum())
-    n_inlier = int(targets.numel()) - n_anomaly
-    if n_anomaly == 0 or n_inlier == 0:
-        raise ValueError(
-            "AP/AUROC/FPR95 are undefined without both classes: the evaluated pixels hold "
-            f"{n_anomaly} anomaly and {n_inlier} inlier pixels; {_LABEL_HINT}, and that the "
-            "evaluated set contains both"
-        )
-
     sorted_scores, order = torch.sort(scores, descending=True)
     sorted_targets = targets[order]
     del order
     # The last position of each run of equal scores closes one threshold.
     closes_run = torch.ones_like(sorted_targets)
     closes_run[:-1] = sorted_scores[1:] != sorted_scores[:-1]
-    del sorted_scores
     positions = torch.nonzero(closes_run).squeeze(1)  # int64, ascending
-    tps_int = torch.cumsum(sorted_targets, 0, dtype=torch.int64)[positions]
-    fps_int = positions + 1 - tps_int
-    del sorted_targets, closes_run, positions
-    tps, fps = tps_int.to(torch.float64), fps_int.to(torch.float64)
+    tps = torch.cumsum(sorted_targets, 0, dtype=torch.int64)[positions]
+    fps = positions + 1 - tps
+    return ranking_metrics(tps, fps, fpr_at_tpr)
 
-    tpr = tps / n_anomaly  # = recall
-    fpr = fps / n_inlier
-    precision = tps / (tps + fps)
+
+def ranking_metrics(tps: Tensor, fps: Tensor, fpr_at_tpr: float = 0.95) -> dict[str, float]:
+    """AP, AUROC and FPR95 from cumulative counts at each threshold, highest threshold first.
+
+    Args:
+        tps, fps: int64 [T], the numbers of anomaly / inlier pixels scoring at or above each of
+            T distinct thresholds, in descending threshold order (non-decreasing, ending at the
+            totals). Both :func:`anomaly_metrics` (exact sort) and :class:`AnomalyMetrics`
+            (histogram) reduce their data to these counts, so one code path makes every number.
+    """
+    n_anomaly, n_inlier = int(tps[-1]) if tps.numel() else 0, int(fps[-1]) if fps.numel() else 0
+    if n_anomaly == 0 or n_inlier == 0:
+        raise ValueError(
+            "AP/AUROC/FPR95 are undefined without both classes: the evaluated pixels hold "
+            f"{n_anomaly} anomaly and {n_inlier} inlier pixels; {_LABEL_HINT}, and that the "
+            "evaluated set contains both"
+        )
+    tpr, fpr, precision = _rates(tps, fps)
     zero = tpr.new_zeros(1)
-
     ap = torch.sum(torch.diff(tpr, prepend=zero) * precision)
     auroc = torch.trapezoid(torch.cat([zero, tpr]), torch.cat([zero, fpr]))
     # tpr is non-decreasing and ends at exactly 1.0, so the first index with tpr >= level exists.
     level = torch.tensor([fpr_at_tpr], dtype=torch.float64, device=tpr.device)
     first = torch.searchsorted(tpr, level, side="left")
-    fpr95 = fpr[first]
     return {
         "ap": float(ap),
         "auroc": float(auroc),
-        "fpr95": float(fpr95),
+        "fpr95": float(fpr[first]),
         "n_anomaly": n_anomaly,
         "n_inlier": n_inlier,
     }
 
 
-def _cat_state(state: list[Tensor] | Tensor, dtype: torch.dtype) -> Tensor:
-    """One 1-D tensor from a list state, before or after a distributed sync (then a tensor)."""
-    if isinstance(state, Tensor):
-        return state.reshape(-1)
-    if not state:
-        return torch.empty(0, dtype=dtype)
-    return torch.cat([s.reshape(-1) for s in state])
+def _rates(tps: Tensor, fps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """TPR (= recall), FPR and precision in float64 from cumulative int64 counts."""
+    tps, fps = tps.to(torch.float64), fps.to(torch.float64)
+    return tps / tps[-1], fps / fps[-1], tps / (tps + fps)
+
+
+def downsample_curves(
+    tps: Tensor, fps: Tensor, thresholds: Tensor, max_points: int = 1000
+) -> dict[str, list[float]]:
+    """ROC and PR curves for plotting, at most ``max_points`` points, end points kept exactly.
+
+    Points are taken evenly along the threshold index, then the first and last thresholds are
+    always included. Returns lists ``threshold, tpr, fpr, precision`` (recall = tpr).
+    """
+    if max_points < 2:
+        raise ValueError(f"max_points must be >= 2, got {max_points}")
+    tpr, fpr, precision = _rates(tps, fps)
+    count = tps.numel()
+    index = torch.linspace(0, count - 1, min(max_points, count)).round().long().unique()
+    return {
+        "threshold": thresholds[index].tolist(),
+        "tpr": tpr[index].tolist(),
+        "fpr": fpr[index].tolist(),
+        "precision": precision[index].tolist(),
+    }
+
+
+DEFAULT_BIN_BITS = 22
+
+
+def score_bins(scores: Tensor, bits: int = DEFAULT_BIN_BITS) -> Tensor:
+    """Order-preserving histogram bin of each score: int64 in [0, 2**bits).
+
+    Scores are cast to float32 (as the official evaluation does) and -0.0 is made +0.0; the
+    float32 bit pattern is mapped to a signed integer of the same order (negative floats have
+    their magnitude bits flipped) and its top ``bits`` bits are the bin. Every bin holds floats
+    of one sign and one exponent whose mantissas share their top ``bits - 9`` bits: a relative
+    width of 2**-(bits - 9) (2.4e-4 for 22 bits), whatever the magnitude. Scores that differ by
+    less than that may share a bin and then count as tied.
+    """
+    if not 10 <= bits <= 31:
+        raise ValueError(f"bin bits must lie in 10..31, got {bits}")
+    ordered = _ordered_int32(scores.to(torch.float32).contiguous())
+    return (ordered >> (32 - bits)).long() + (1 << (bits - 1))
+
+
+def _ordered_int32(scores: Tensor) -> Tensor:
+    """float32 -> int32 with the same order: magnitude bits of negative floats flipped; -0 = +0."""
+    pattern = (scores + 0.0).view(torch.int32)
+    return pattern ^ ((pattern >> 31) & 0x7FFFFFFF)
+
+
+def bin_lower_edges(bins: Tensor, bits: int = DEFAULT_BIN_BITS) -> Tensor:
+    """The smallest float32 score that falls in each bin: the inverse of :func:`score_bins`."""
+    ordered = ((bins - (1 << (bits - 1))) << (32 - bits)).to(torch.int32)
+    return torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)
 
 
 class AnomalyMetrics(torchmetrics.Metric):
@@ -162,34 +220,63 @@ class AnomalyMetrics(torchmetrics.Metric):
       ``ignore_index`` (default 255) = void, excluded from every count.
 
     ``compute()`` returns ``{"ap", "auroc", "fpr95"}`` (python floats in [0, 1]) and
-    ``{"n_anomaly", "n_inlier"}`` (python ints), exactly as the official Fishyscapes ``eval.py``
-    (Blum et al., IJCV 2021); see :func:`anomaly_metrics` for the definitions, FPR95 being the FPR
-    at the first threshold whose TPR >= ``fpr_at_tpr``.
+    ``{"n_anomaly", "n_inlier"}`` (python ints), with the definitions of the official Fishyscapes
+    ``eval.py`` (Blum et al., IJCV 2021; see :func:`ranking_metrics`), FPR95 being the FPR at the
+    first threshold whose TPR >= ``fpr_at_tpr``.
 
-    This version keeps every valid pixel (float32 score + bool label, 5 bytes a pixel) in list
-    states that are concatenated across processes, and sorts them in ``compute``. Pass
-    ``compute_on_cpu=True`` to keep those states in host memory. Per-batch values of ``forward``
-    are rarely meaningful (a batch may hold no anomaly pixel); use ``update`` and ``compute``.
+    **State, memory, exactness.** The state is a histogram ``counts`` int64 [2, 2**bin_bits]
+    (row 0 inlier, row 1 anomaly) over the order-preserving bins of :func:`score_bins`: its size,
+    2**(bin_bits + 4) bytes (64 MiB for the default 22 bits), does not depend on the number of
+    pixels, and processes sync it by summation, so a distributed result equals the
+    single-process one exactly. Each bin is one threshold: scores that are equal (ties, quantized
+    scores) are counted exactly; distinct scores closer than a relative 2**-(bin_bits - 9)
+    (2.4e-4) may share a bin and count as tied, which moves AP and AUROC by far less than 1e-4 on
+    continuous scores (see ``tests/test_metrics.py`` and ``benchmarks/metrics.py``). The
+    resolution is relative, so scores crowded near a nonzero value lose it: a raw probability
+    p = 1 - 1e-6 shares its bin with 1 - 1e-5. Score ``1 - p`` computed stably (as
+    ``baselines.softmax.MaxSoftmax`` does), a log-probability, or raise ``bin_bits``; or check
+    with :func:`anomaly_metrics`, which sorts every pixel exactly.
+
+    Args:
+        ignore_index: label of void pixels.
+        fpr_at_tpr: the TPR level of the FPR metric.
+        bin_bits: histogram resolution, 10..26; memory 2**(bin_bits + 4) bytes.
+        per_image: also keep, per updated image, its exact AP (NaN without both classes) and its
+            anomaly pixel fraction among valid pixels; ``compute()`` then adds ``"per_image"``.
     """
 
     full_state_update = False
     higher_is_better = True
     is_differentiable = False
 
-    scores: list[Tensor] | Tensor
-    targets: list[Tensor] | Tensor
+    counts: Tensor
 
-    def __init__(self, ignore_index: int = 255, fpr_at_tpr: float = 0.95, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        ignore_index: int = 255,
+        fpr_at_tpr: float = 0.95,
+        bin_bits: int = DEFAULT_BIN_BITS,
+        per_image: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if ignore_index in (0, 1):
             raise ValueError(
                 f"ignore_index must differ from the labels 0 and 1, got {ignore_index}"
             )
+        if not 10 <= bin_bits <= 26:
+            raise ValueError(f"bin_bits must lie in 10..26 (memory 2**(bits+4) B), got {bin_bits}")
         _check_fpr_at_tpr(fpr_at_tpr)
         self.ignore_index = ignore_index
         self.fpr_at_tpr = fpr_at_tpr
-        self.add_state("scores", default=[], dist_reduce_fx="cat")
-        self.add_state("targets", default=[], dist_reduce_fx="cat")
+        self.bin_bits = bin_bits
+        self.per_image = per_image
+        self.add_state(
+            "counts", default=torch.zeros(2, 2**bin_bits, dtype=torch.int64), dist_reduce_fx="sum"
+        )
+        if per_image:
+            self.add_state("image_ap", default=[], dist_reduce_fx="cat")
+            self.add_state("image_anomaly_fraction", default=[], dist_reduce_fx="cat")
 
     def update(self, score: Tensor, target: Tensor) -> None:
         """Add one batch: ``score`` float [...], ``target`` int [...] of the same shape."""
@@ -201,27 +288,93 @@ class AnomalyMetrics(torchmetrics.Metric):
         if score.is_complex() or score.dtype == torch.bool:
             raise ValueError(f"scores must be real numbers, got dtype {score.dtype}")
         score, target = score.detach(), target.detach()
-        valid = target != self.ignore_index
-        labels = target[valid]
-        binary = (labels == 0) | (labels == 1)
-        if not bool(binary.all()):
-            found = torch.unique(labels[~binary]).tolist()
+        self._check_labels(target)
+        score32 = score.to(torch.float32)
+        finite = torch.isfinite(score32)
+        if not bool(finite.all()):
+            # Non-finite scores on void pixels are harmless; anywhere else they are an error.
+            valid_or_finite = finite | (target == self.ignore_index)
+            if not bool(valid_or_finite.all()):
+                raise ValueError(_describe_non_finite(valid_or_finite, "non-void pixels"))
+            score32 = torch.where(finite, score32, 0.0)
+        self._add_to_histogram(score32, target)
+        if self.per_image:
+            self._add_per_image(score, target)
+
+    def _check_labels(self, target: Tensor) -> None:
+        allowed = (target == 0) | (target == 1) | (target == self.ignore_index)
+        if not bool(allowed.all()):
+            found = torch.unique(target[~allowed]).tolist()
             raise ValueError(
                 f"anomaly labels hold unexpected values {found}; expected {{0, 1, "
                 f"{self.ignore_index}}} (0 = inlier, 1 = anomaly, {self.ignore_index} = void). "
                 f"Is void stored as 2? Remap it to {self.ignore_index} explicitly"
             )
-        valid_scores = score[valid].to(torch.float32)
-        finite = torch.isfinite(valid_scores)
-        if not bool(finite.all()):
-            # Locate the first offender in the caller's coordinates, not the valid-pixel list.
-            full_finite = torch.isfinite(score.to(torch.float32)) | ~valid
-            raise ValueError(_describe_non_finite(full_finite, "non-void pixels"))
-        self.scores.append(valid_scores)
-        self.targets.append(labels == 1)
 
-    def compute(self) -> dict[str, float]:
+    def _add_to_histogram(self, score32: Tensor, target: Tensor) -> None:
+        """Fold a batch into ``counts`` with int32 arithmetic and one ``index_add_``.
+
+        Void pixels are counted too, in a third slot that is thrown away: cheaper than masking.
+        The scratch histogram spans only the bins this batch touches.
+        """
+        if score32.numel() == 0:
+            return
+        bins = (_ordered_int32(score32.contiguous()) >> (32 - self.bin_bits)).reshape(-1)
+        low, high = (int(v) for v in torch.aminmax(bins))
+        code = torch.where(target == self.ignore_index, 2, target).to(torch.int32).reshape(-1)
+        slot = ((bins - low) << 2) | code
+        scratch = torch.zeros(4 * (high - low + 1), dtype=torch.int64, device=self.device)
+        one = torch.ones(1, dtype=torch.int64, device=self.device)
+        scratch.index_add_(0, slot, one.expand(slot.numel()))
+        offset = 1 << (self.bin_bits - 1)
+        self.counts[:, low + offset : high + offset + 1] += scratch.view(-1, 4)[:, :2].T
+
+    def _add_per_image(self, score: Tensor, target: Tensor) -> None:
+        for image_score, image_target in zip(
+            score.reshape(score.shape[0], -1), target.reshape(target.shape[0], -1), strict=True
+        ):
+            valid = image_target != self.ignore_index
+            labels = image_target[valid] == 1
+            fraction = float(labels.float().mean()) if labels.numel() else float("nan")
+            if 0 < int(labels.sum()) < labels.numel():
+                ap = anomaly_metrics(image_score[valid], labels, self.fpr_at_tpr)["ap"]
+            else:
+                ap = float("nan")
+            self.image_ap.append(torch.tensor([ap], dtype=torch.float64, device=self.device))
+            self.image_anomaly_fraction.append(
+                torch.tensor([fraction], dtype=torch.float64, device=self.device)
+            )
+
+    def _cumulative_counts(self) -> tuple[Tensor, Tensor, Tensor]:
+        """tps, fps (int64) and the bins, at each non-empty bin, highest scores first."""
+        occupied = torch.nonzero(self.counts.sum(0)).squeeze(1).flip(0)
+        tps = torch.cumsum(self.counts[1, occupied], 0)
+        fps = torch.cumsum(self.counts[0, occupied], 0)
+        return tps, fps, occupied
+
+    def compute(self) -> dict[str, Any]:
         """Pool every update (and every process) and return the metrics dict."""
-        scores = _cat_state(self.scores, torch.float32)
-        targets = _cat_state(self.targets, torch.bool)
-        return anomaly_metrics(scores, targets, self.fpr_at_tpr)
+        tps, fps, _ = self._cumulative_counts()
+        result: dict[str, Any] = ranking_metrics(tps, fps, self.fpr_at_tpr)
+        if self.per_image:
+            result["per_image"] = {
+                "ap": _cat_state(self.image_ap).tolist(),
+                "anomaly_fraction": _cat_state(self.image_anomaly_fraction).tolist(),
+            }
+        return result
+
+    def curves(self, max_points: int = 1000) -> dict[str, list[float]]:
+        """ROC and PR curves (see :func:`downsample_curves`); thresholds are bin lower edges."""
+        tps, fps, bins = self._cumulative_counts()
+        if tps.numel() == 0 or tps[-1] == 0 or fps[-1] == 0:
+            raise ValueError("curves need both anomaly and inlier pixels; update with more data")
+        return downsample_curves(tps, fps, bin_lower_edges(bins, self.bin_bits), max_points)
+
+
+def _cat_state(state: list[Tensor] | Tensor) -> Tensor:
+    """One 1-D tensor from a list state, before or after a distributed sync (then a tensor)."""
+    if isinstance(state, Tensor):
+        return state.reshape(-1)
+    if not state:
+        return torch.empty(0, dtype=torch.float64)
+    return torch.cat([s.reshape(-1) for s in state])
