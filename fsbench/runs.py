@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from fsbench.heads import AnomalyHead
 from fsbench.lit import AnomalyEvaluation, SegmentationTask
 from fsbench.models import load_segmenter
-from fsbench.report import PROTOCOL, write_results
+from fsbench.report import PROTOCOL, write_json_atomic, write_results
 
 
 def _selected_heads(cfg: DictConfig) -> dict[str, AnomalyHead]:
@@ -108,6 +108,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         anomaly_datasets=list(datamodule.anomaly_sets),
         inlier_dataset=inlier,
         ignore_index=cfg.ignore_index,
+        per_image=cfg.per_image,
     )
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, default_root_dir=str(output_dir))
     started = time.perf_counter()
@@ -122,6 +123,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
     }
     table = write_results(output_dir, payload)
+    write_json_atomic(output_dir / "curves.json", {"protocol": PROTOCOL, "curves": module.curves})
     print(table)
     print(f"results: {output_dir / 'results.json'}")
     return payload

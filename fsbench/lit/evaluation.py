@@ -36,7 +36,10 @@ class AnomalyEvaluation(L.LightningModule):
     ``dataset_names``. Batches of a dataset listed in ``anomaly_datasets`` must carry ``anomaly``
     (uint8 [N, H, W]: 0 inlier, 1 anomaly, 255 void); the dataset named ``inlier_dataset`` must
     carry ``label`` (train ids). After the run, :attr:`results` holds
-    ``{head: {"miou": ..., "iou": [...], "datasets": {dataset: {ap, fpr95, auroc, ...}}}}``.
+    ``{head: {"miou": ..., "iou": [...], "datasets": {dataset: {ap, fpr95, auroc, ...}}}}``
+    and :attr:`curves` the PR / ROC curves ``{head: {dataset: {threshold, tpr, fpr,
+    precision}}}``. With ``per_image``, each dataset entry also lists every image's AP and
+    anomaly fraction (by name in a single process; by position under DDP).
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class AnomalyEvaluation(L.LightningModule):
         anomaly_datasets: Sequence[str],
         inlier_dataset: str | None = None,
         ignore_index: int = 255,
+        per_image: bool = False,
     ) -> None:
         super().__init__()
         if not heads:
@@ -59,7 +63,10 @@ class AnomalyEvaluation(L.LightningModule):
         self.anomaly_metrics = nn.ModuleDict(
             {
                 head: nn.ModuleDict(
-                    {ds: AnomalyMetrics(ignore_index=ignore_index) for ds in self.anomaly_datasets}
+                    {
+                        ds: AnomalyMetrics(ignore_index=ignore_index, per_image=per_image)
+                        for ds in self.anomaly_datasets
+                    }
                 )
                 for head in self.heads
             }
@@ -71,11 +78,15 @@ class AnomalyEvaluation(L.LightningModule):
             }
         )
         self.results: dict[str, dict[str, Any]] = {}
+        self.curves: dict[str, dict[str, Any]] = {}
+        self.image_names: dict[str, list[str]] = {ds: [] for ds in self.anomaly_datasets}
 
     @torch.inference_mode()
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         dataset = self.dataset_names[dataloader_idx]
         predictions = predict_heads(self.segmenter, self.heads, batch["image"])
+        if dataset in self.anomaly_datasets:
+            self.image_names[dataset] += list(batch.get("name", []))
         for head, prediction in predictions.items():
             if dataset in self.anomaly_datasets:
                 self.anomaly_metrics[head][dataset].update(prediction.score, batch["anomaly"])
@@ -88,9 +99,25 @@ class AnomalyEvaluation(L.LightningModule):
             if self.inlier_dataset is not None:
                 seg = self.segmentation_metrics[head].compute()
                 entry["miou"], entry["iou"] = seg["miou"], seg["iou"]
+            self.curves[head] = {}
             for dataset in self.anomaly_datasets:
-                values = self.anomaly_metrics[head][dataset].compute()
+                metric = self.anomaly_metrics[head][dataset]
+                values = metric.compute()
                 total = values["n_anomaly"] + values["n_inlier"]
                 values["anomaly_fraction"] = values["n_anomaly"] / total
+                if "per_image" in values:
+                    values["per_image"] = self._name_images(dataset, values["per_image"])
                 entry["datasets"][dataset] = values
+                self.curves[head][dataset] = metric.curves()
             self.results[head] = entry
+
+    def _name_images(self, dataset: str, per_image: dict[str, list[float]]) -> list[dict]:
+        names = self.image_names[dataset]
+        if len(names) != len(per_image["ap"]):  # under DDP the names are only this process's
+            names = [f"#{index}" for index in range(len(per_image["ap"]))]
+        return [
+            {"name": name, "ap": ap, "anomaly_fraction": fraction}
+            for name, ap, fraction in zip(
+                names, per_image["ap"], per_image["anomaly_fraction"], strict=True
+            )
+        ]
