@@ -92,9 +92,11 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     heads = _selected_heads(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
     for name, head in heads.items():
-        if type(head).fit is not AnomalyHead.fit:
+        if head.requires_fit:
             print(f"fitting head {name} on the training set")
             head.fit(segmenter, datamodule.train_dataloader())
+            (output_dir / "heads").mkdir(parents=True, exist_ok=True)
+            torch.save(head.state_dict(), output_dir / "heads" / f"{name}.pt")
 
     loaders = datamodule.anomaly_dataloaders()
     inlier = None

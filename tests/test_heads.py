@@ -94,3 +94,52 @@ def test_forward_runs_the_segmenter_and_keeps_its_logits():
 def test_a_head_without_score_says_what_to_override():
     with pytest.raises(NotImplementedError, match="score"):
         AnomalyHead().score(_out(LOGITS))
+
+
+class _MeanFeatureDistance(AnomalyHead):
+    """A toy fitted head: distance of each feature vector to the mean training feature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_fitted("mean")
+
+    def fit(self, segmenter, loader) -> None:
+        total, count = 0.0, 0
+        for batch in loader:
+            features = segmenter(batch["image"]).features
+            total = total + features.sum(dim=(0, 2, 3))
+            count += features.shape[0] * features.shape[2] * features.shape[3]
+        self.mean = total / count
+
+    def score(self, out: SegOutput) -> torch.Tensor:
+        self.check_fitted()
+        return (out.features - self.mean.view(1, -1, 1, 1)).norm(dim=1)
+
+
+class _Features(torch.nn.Module):
+    def forward(self, images):
+        features = images[:, :2].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+        return SegOutput(logits=torch.zeros_like(images), features=features)
+
+
+def test_fitted_buffers_survive_a_state_dict_round_trip():
+    images = torch.arange(24.0).reshape(2, 3, 2, 2)
+    head = _MeanFeatureDistance()
+    assert head.requires_fit and not head.is_fitted
+    head.fit(_Features(), [{"image": images}])
+    out = SegOutput(logits=torch.zeros(1, 3, 2, 2), features=torch.ones(1, 3, 2, 2))
+    # _Features gives 3 identical channels of the mean of the first two image channels.
+    expected_mean = images[:, :2].mean().item()
+    assert head.mean.tolist() == pytest.approx([expected_mean] * 3)
+
+    reloaded = _MeanFeatureDistance()
+    reloaded.load_state_dict(head.state_dict())
+    assert reloaded.is_fitted
+    assert torch.equal(reloaded.score(out), head.score(out))
+
+
+def test_an_unfitted_head_says_to_fit_it_first():
+    out = SegOutput(logits=torch.zeros(1, 3, 2, 2), features=torch.ones(1, 3, 2, 2))
+    with pytest.raises(RuntimeError, match="fit"):
+        _MeanFeatureDistance().score(out)
+    assert not MaxLogit().requires_fit

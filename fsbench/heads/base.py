@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from fsbench.models.segmenter import SegOutput
@@ -32,8 +33,51 @@ class AnomalyHead(nn.Module):
     the cross-entropy.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._fitted_names: list[str] = []
+
     def fit(self, segmenter: nn.Module, loader: Any) -> None:  # noqa: B027 - optional hook
-        """Gather statistics of the inlier training data. Post-hoc heads need nothing."""
+        """Gather statistics of the inlier training data. Post-hoc heads need nothing.
+
+        ``loader`` yields batches ``{"image": float [N, 3, H, W] in [0, 1], "label": int64
+        [N, H, W] train ids (255 = ignore), "name": [...]}``. Stream over it (bounded memory)
+        and store what you fit in buffers declared with :meth:`register_fitted`.
+        """
+
+    @property
+    def requires_fit(self) -> bool:
+        """True if the head overrides :meth:`fit`."""
+        return type(self).fit is not AnomalyHead.fit
+
+    def register_fitted(self, name: str) -> None:
+        """Declare a buffer that :meth:`fit` fills: empty until then, any shape afterwards.
+
+        It is saved by ``state_dict()`` and restored by ``load_state_dict()`` whatever its
+        fitted shape, so a head fitted once can be reloaded without fitting again.
+        """
+        self.register_buffer(name, torch.empty(0))
+        self._fitted_names.append(name)
+
+    @property
+    def is_fitted(self) -> bool:
+        """True once every buffer declared with :meth:`register_fitted` holds a value."""
+        return all(getattr(self, name).numel() > 0 for name in self._fitted_names)
+
+    def check_fitted(self) -> None:
+        """Raise a clear error if the head is scored before :meth:`fit` (or a reload)."""
+        if not self.is_fitted:
+            raise RuntimeError(
+                f"{type(self).__name__} has not been fitted: call head.fit(segmenter, "
+                "train_loader) or load a fitted state_dict before scoring"
+            )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for name in self._fitted_names:
+            stored = state_dict.get(prefix + name)
+            if stored is not None:
+                setattr(self, name, torch.empty_like(stored, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, segmenter: nn.Module, images: Tensor) -> AnomalyPrediction:
         """Score images float [N, 3, H, W] in [0, 1]."""
