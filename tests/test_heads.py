@@ -2,10 +2,19 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from baselines.softmax import Energy, MaxLogit, MaxSoftmax, SoftmaxEntropy
+from baselines.softmax import (
+    Energy,
+    MaxLogit,
+    MaxSoftmax,
+    SoftmaxEntropy,
+    StandardizedMaxLogit,
+    dilated_gaussian_smoothing,
+    suppress_boundaries,
+)
 from fsbench.heads import AnomalyHead, AnomalyPrediction
 from fsbench.models import SegOutput
 
@@ -143,3 +152,65 @@ def test_an_unfitted_head_says_to_fit_it_first():
     with pytest.raises(RuntimeError, match="fit"):
         _MeanFeatureDistance().score(out)
     assert not MaxLogit().requires_fit
+
+
+class _FixedLogits(torch.nn.Module):
+    """A 'segmenter' whose logits are the image itself (3 classes), for hand-made statistics."""
+
+    def forward(self, images):
+        return SegOutput(logits=images, features=images[:, :, ::4, ::4])
+
+
+def test_sml_fits_per_class_statistics_of_predicted_pixels():
+    # Pixels predicted as class 0 have max logits 2 and 4; class 1: 5 (one pixel); class 2: none.
+    logits = torch.tensor([[[2.0, 4.0, 0.0]], [[1.0, 0.0, 5.0]], [[0.0, 0.0, 0.0]]]).reshape(
+        1, 3, 1, 3
+    )
+    head = StandardizedMaxLogit(boundary_suppression=False, dilated_smoothing=False)
+    head.fit(_FixedLogits(), [{"image": logits}])
+    all_max = np.array([2.0, 4.0, 5.0])
+    assert head.class_mean.tolist() == pytest.approx([3.0, 5.0, all_max.mean()])
+    assert head.class_std.tolist() == pytest.approx([1.0, 0.0 + 1e-6, all_max.std()], abs=1e-5)
+    score = head.score(SegOutput(logits=logits, features=logits))
+    assert score.shape == (1, 1, 3) and score.dtype == torch.float32
+    assert score[0, 0, :2].tolist() == pytest.approx([1.0, -1.0])  # -(2 - 3) / 1, -(4 - 3) / 1
+
+
+def test_sml_post_processing_keeps_a_constant_map_constant():
+    score = torch.full((1, 1, 20, 24), 0.7)
+    predicted = torch.zeros(1, 20, 24, dtype=torch.long)
+    predicted[:, :, 12:] = 3
+    suppressed = suppress_boundaries(score, predicted, iterations=4, width=4)
+    assert torch.allclose(suppressed, score)
+    assert torch.allclose(dilated_gaussian_smoothing(score, 7, 1.0, 6), score)
+
+
+def test_boundary_suppression_replaces_boundary_values_by_their_inner_neighbours():
+    # Two classes split at column 3 of a 1x6 strip; the boundary (width 1) is columns 2 and 3.
+    predicted = torch.tensor([[[0, 0, 0, 1, 1, 1]]])
+    score = torch.tensor([[[[1.0, 1.0, 9.0, 9.0, 3.0, 3.0]]]])
+    out = suppress_boundaries(score, predicted, iterations=1, width=1)
+    # Column 2's non-boundary neighbours: column 1 (value 1) -> 1; column 3's: column 4 -> 3.
+    assert out.flatten().tolist() == [1.0, 1.0, 1.0, 3.0, 3.0, 3.0]
+
+
+def test_dilated_smoothing_matches_a_direct_weighted_average():
+    torch.manual_seed(0)
+    score = torch.rand(1, 1, 30, 30)
+    out = dilated_gaussian_smoothing(score, kernel=3, sigma=1.0, dilation=2)
+    g = np.exp(-np.array([1.0, 0.0, 1.0]) / 2)
+    weights = np.outer(g, g) / np.outer(g, g).sum()
+    y, x = 15, 15
+    patch = score[0, 0, y - 2 : y + 3 : 2, x - 2 : x + 3 : 2].numpy()
+    assert out[0, 0, y, x].item() == pytest.approx(float((weights * patch).sum()), abs=1e-6)
+
+
+def test_sml_state_survives_a_reload():
+    torch.manual_seed(1)
+    images = torch.randn(2, 3, 8, 8)
+    head = StandardizedMaxLogit()
+    head.fit(_FixedLogits(), [{"image": images}])
+    reloaded = StandardizedMaxLogit()
+    reloaded.load_state_dict(head.state_dict())
+    out = SegOutput(logits=images, features=images)
+    assert torch.equal(head.score(out), reloaded.score(out))
