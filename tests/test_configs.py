@@ -7,6 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from fsbench.heads import AnomalyHead
 
@@ -51,6 +52,11 @@ def test_evaluate_defaults_select_the_four_softmax_heads():
 @pytest.mark.parametrize("head", _options("head"))
 def test_every_head_config_instantiates_an_anomaly_head(head):
     cfg = _compose("evaluate", [f"head={head}"])
+    missing = OmegaConf.missing_keys(cfg.head[head])
+    if missing:  # values the user must give (e.g. ensemble checkpoints) are refused by name
+        with pytest.raises(MissingMandatoryValue, match=sorted(missing)[0]):
+            instantiate(cfg.head[head])
+        return
     assert isinstance(instantiate(cfg.head[head]), AnomalyHead)
 
 
