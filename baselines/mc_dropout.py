@@ -1,0 +1,98 @@
+"""Monte Carlo dropout (Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016).
+
+For semantic segmentation as in Bayesian SegNet (Kendall et al., BMVC 2017) and, with DeepLabv3+,
+Mukhoti & Gal, "Evaluating Bayesian Deep Learning Methods for Semantic Segmentation" (2018):
+dropout stays active at test time and the predictive distribution is the average of T stochastic
+softmax outputs. fsbench's segmenter has its dropout right before the 1x1 classifier, so the
+decoder features are computed once and only the cheap classifier is sampled T times.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from baselines.sampling import (
+    MemberAverage,
+    check_score,
+    expected_entropy,
+    mutual_information,
+    predictive_entropy,
+)
+from fsbench.heads import AnomalyHead, AnomalyPrediction
+
+# The helpers on stacked member probabilities [T, N, C, ...] live in baselines.sampling (shared
+# with baselines.ensemble); they are re-exported here for convenience.
+__all__ = ["MCDropout", "expected_entropy", "mutual_information", "predictive_entropy"]
+
+
+class MCDropout(AnomalyHead):
+    """MC dropout on the decoder features; score = predictive entropy or mutual information.
+
+    ``forward`` runs ``segmenter.extract_features`` once (features [N, D, h, w], h = ceil(H/4)),
+    then draws T samples p_t = softmax(classifier(dropout(features, p))) at feature resolution,
+    with dropout applied functionally: the segmenter is never switched to train mode, so its
+    BatchNorm layers keep their running statistics. The score is computed from the T samples at
+    feature resolution (see :mod:`baselines.sampling`) and resized bilinearly to [N, H, W].
+    The segmentation logits are the deterministic ``segmenter.classify(features, (H, W))``
+    (the segmenter's dropout module is inactive in eval mode).
+
+    Args:
+        num_samples: T, the number of stochastic passes of the classifier.
+        score: ``entropy`` (predictive entropy H[mean_t p_t], total uncertainty) or
+            ``mutual_information`` (H[mean_t p_t] - mean_t H[p_t], the disagreement of the
+            samples; needs T >= 2).
+        dropout: dropout rate p for the samples; ``None`` uses the segmenter's own rate
+            (``segmenter.dropout.p``, set by ``model.dropout`` at training time).
+    """
+
+    SCORES = ("entropy", "mutual_information")
+
+    def __init__(
+        self, num_samples: int = 8, score: str = "entropy", dropout: float | None = None
+    ) -> None:
+        super().__init__()
+        self.score_kind = check_score(score, self.SCORES, "MCDropout")
+        if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+            raise ValueError(f"MCDropout num_samples must be an integer >= 1, got {num_samples}")
+        if score == "mutual_information" and num_samples < 2:
+            raise ValueError(
+                "MCDropout mutual_information needs num_samples >= 2 (it is 0 for one sample)"
+            )
+        if dropout is not None and not 0 <= dropout < 1:
+            raise ValueError(f"MCDropout dropout must be in [0, 1), got {dropout}")
+        self.num_samples = int(num_samples)
+        self.dropout_rate = None if dropout is None else float(dropout)
+
+    def resolve_dropout(self, segmenter: nn.Module) -> float:
+        """The dropout rate the samples use: the override, else the segmenter's own rate."""
+        if self.dropout_rate is not None:
+            return self.dropout_rate
+        rate = getattr(getattr(segmenter, "dropout", None), "p", None)
+        if rate is None:
+            raise ValueError(
+                f"MCDropout: {type(segmenter).__name__} has no `dropout` module to take the rate "
+                "from; pass it explicitly, e.g. head.mc_dropout.dropout=0.1"
+            )
+        if rate == 0:
+            raise ValueError(
+                "MCDropout: the segmenter was trained without dropout (model.dropout=0), so "
+                "there is nothing to sample. Train with model.dropout>0 (e.g. `python train.py "
+                "model.dropout=0.1`) or pass a rate explicitly, e.g. head.mc_dropout.dropout=0.1"
+            )
+        return float(rate)
+
+    def forward(self, segmenter: nn.Module, images: Tensor) -> AnomalyPrediction:
+        """Score images float [N, 3, H, W] in [0, 1]: score float32 [N, H, W], logits [N, C, H, W].
+
+        The logits are the deterministic ones of the segmenter.
+        """
+        rate = self.resolve_dropout(segmenter)
+        size = tuple(images.shape[-2:])
+        features = segmenter.extract_features(images)
+        samples = MemberAverage()
+        for _ in range(self.num_samples):
+            samples.add(segmenter.classifier(F.dropout(features, rate, training=True)))
+        score = samples.score(self.score_kind)  # float32 [N, h, w]
+        score = F.interpolate(score[:, None], size=size, mode="bilinear", align_corners=False)
+        return AnomalyPrediction(score=score[:, 0], logits=segmenter.classify(features, size))

@@ -1,0 +1,325 @@
+"""MC dropout and deep ensembles against NumPy closed forms; their shapes, errors and configs."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from baselines.ensemble import DeepEnsemble
+from baselines.mc_dropout import MCDropout
+from baselines.sampling import (
+    MemberAverage,
+    expected_entropy,
+    mutual_information,
+    predictive_entropy,
+)
+from baselines.softmax import SoftmaxEntropy
+from fsbench.heads import AnomalyHead
+from fsbench.models import Segmenter, save_segmenter
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+N, H, W = 2, 32, 64
+
+
+def _np_entropy(p: np.ndarray, axis: int) -> np.ndarray:
+    safe = np.where(p > 0, p, 1.0)
+    return -(p * np.log(safe)).sum(axis=axis)
+
+
+def _np_softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+def _np_scores(member_logits: list[torch.Tensor]) -> dict[str, np.ndarray]:
+    probs = np.stack([_np_softmax(m.detach().double().numpy()) for m in member_logits])
+    mean = probs.mean(axis=0)
+    predictive = _np_entropy(mean, axis=1)
+    return {
+        "entropy": predictive,
+        "mutual_information": predictive - _np_entropy(probs, axis=2).mean(axis=0),
+        "max_prob": 1 - mean.max(axis=1),
+        "log_mean": np.log(mean),
+    }
+
+
+class CountingSegmenter(Segmenter):
+    """A segmenter that counts its calls of extract_features."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.feature_calls = 0
+
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        self.feature_calls += 1
+        return super().extract_features(images)
+
+
+def _segmenter(seed: int, cls=Segmenter, **kwargs) -> Segmenter:
+    torch.manual_seed(seed)
+    kwargs = {"num_classes": 5, "decoder_channels": 16, **kwargs}
+    return cls("resnet18", **kwargs).eval()
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> CountingSegmenter:
+    return _segmenter(0, CountingSegmenter, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.rand(N, 3, H, W, generator=torch.Generator().manual_seed(0))
+
+
+def _check_prediction(prediction, num_classes: int = 5, size=(H, W)) -> None:
+    assert prediction.score.shape == (N, *size) and prediction.score.dtype == torch.float32
+    assert prediction.logits.shape == (N, num_classes, *size)
+    assert torch.isfinite(prediction.score).all() and torch.isfinite(prediction.logits).all()
+
+
+# --- the helpers on stacked member probabilities [T, N, C, ...] -------------------------------
+
+
+def test_confident_disagreeing_members_have_entropy_and_mutual_information_ln2():
+    probs = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64).reshape(2, 1, 2, 1)
+    assert predictive_entropy(probs).item() == pytest.approx(math.log(2), abs=1e-12)
+    assert mutual_information(probs).item() == pytest.approx(math.log(2), abs=1e-12)
+    assert expected_entropy(probs).item() == 0.0  # why mean member entropy is not "entropy"
+    average = MemberAverage()
+    for logits in ([40.0, -40.0], [-40.0, 40.0]):
+        average.add(torch.tensor(logits).reshape(1, 2, 1))
+    assert average.score("entropy").item() == pytest.approx(math.log(2), abs=1e-6)
+    assert average.score("mutual_information").item() == pytest.approx(math.log(2), abs=1e-6)
+    assert average.score("max_prob").item() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_identical_members_have_no_mutual_information_and_the_softmax_entropy():
+    logits = torch.randn(2, 5, 3, 4, generator=torch.Generator().manual_seed(1)) * 3
+    probs = torch.softmax(logits.double(), dim=1).expand(4, -1, -1, -1, -1)
+    expected = _np_entropy(_np_softmax(logits.double().numpy()), axis=1)
+    np.testing.assert_allclose(predictive_entropy(probs).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(mutual_information(probs).numpy(), 0.0, atol=1e-12)
+    average = MemberAverage()
+    for _ in range(3):
+        average.add(logits)
+    np.testing.assert_allclose(average.score("entropy").numpy(), expected, rtol=1e-6)
+    torch.testing.assert_close(
+        average.score("entropy"), SoftmaxEntropy.from_logits(logits), atol=1e-6, rtol=0
+    )
+    assert average.score("mutual_information").abs().max() < 1e-6
+
+
+def test_helpers_and_running_average_match_numpy_on_random_members():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=2.0, size=(4, 2, 5, 3, 3))  # [T, N, C, H, W]
+    probs = _np_softmax(logits, axis=2)
+    mean = probs.mean(axis=0)
+    entropy = _np_entropy(mean, axis=1)
+    info = entropy - _np_entropy(probs, axis=2).mean(axis=0)
+    assert (info > 0).all()
+    torch_probs = torch.from_numpy(probs)
+    np.testing.assert_allclose(predictive_entropy(torch_probs).numpy(), entropy, rtol=1e-12)
+    np.testing.assert_allclose(mutual_information(torch_probs).numpy(), info, rtol=1e-10)
+    np.testing.assert_allclose(mutual_information(torch_probs.float()).numpy(), info, atol=1e-6)
+    average = MemberAverage()
+    for member in logits:
+        average.add(torch.from_numpy(member).float())
+    for kind, expected in (("entropy", entropy), ("mutual_information", info)):
+        score = average.score(kind)
+        assert score.dtype == torch.float32 and score.shape == (2, 3, 3)
+        np.testing.assert_allclose(score.numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(average.score("max_prob").numpy(), 1 - mean.max(axis=1), atol=1e-6)
+    np.testing.assert_allclose(average.log_mean_probs().numpy(), np.log(mean), atol=1e-5)
+
+
+# --- MC dropout --------------------------------------------------------------------------------
+
+
+def test_mc_dropout_without_dropout_is_the_softmax_entropy_at_feature_resolution(segmenter, images):
+    with torch.no_grad():
+        prediction = MCDropout(num_samples=3, dropout=0.0)(segmenter, images)
+        features = segmenter.extract_features(images)
+        deterministic = SoftmaxEntropy.from_logits(segmenter.classifier(features))
+        expected = F.interpolate(deterministic[:, None], (H, W), mode="bilinear")[:, 0]
+        out = segmenter(images)
+    _check_prediction(prediction)
+    torch.testing.assert_close(prediction.score, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(prediction.logits, out.logits)
+    # Up to where the upsampling happens, it is SoftmaxEntropy on the segmenter's logits.
+    full = SoftmaxEntropy().score(out)
+    assert (prediction.score - full).abs().max() < 0.05 * full.max()
+
+
+@pytest.mark.parametrize("num_samples", [1, 5])
+def test_mc_dropout_extracts_features_once_and_samples_differ(segmenter, images, num_samples):
+    outputs = []
+    hook = segmenter.classifier.register_forward_hook(lambda m, i, o: outputs.append(o))
+    segmenter.feature_calls = 0
+    try:
+        with torch.no_grad():
+            prediction = MCDropout(num_samples=num_samples)(segmenter, images)
+    finally:
+        hook.remove()
+    _check_prediction(prediction)
+    assert segmenter.feature_calls == 1
+    assert len(outputs) == num_samples + 1  # T samples, then the deterministic classify
+    samples = outputs[:num_samples]
+    assert all(s.shape == (N, 5, H // 4, W // 4) for s in samples)
+    for a in range(num_samples):
+        for b in range(a + 1, num_samples):
+            assert not torch.equal(samples[a], samples[b])
+    assert not torch.equal(samples[0], outputs[-1])
+
+
+def test_mc_dropout_uses_the_segmenter_rate_and_mutual_information_is_positive(segmenter, images):
+    head = MCDropout(num_samples=4, score="mutual_information")
+    assert head.resolve_dropout(segmenter) == pytest.approx(0.1)
+    assert MCDropout(dropout=0.3).resolve_dropout(segmenter) == pytest.approx(0.3)
+    with torch.no_grad():
+        prediction = head(segmenter, images)
+        deterministic = MCDropout(num_samples=4, score="mutual_information", dropout=0.0)(
+            segmenter, images
+        )
+    _check_prediction(prediction)
+    assert (prediction.score >= 0).all() and prediction.score.max() > 0
+    assert deterministic.score.abs().max() < 1e-6
+
+
+def test_mc_dropout_keeps_batchnorm_in_eval_and_its_statistics(segmenter, images):
+    before = {k: v.clone() for k, v in segmenter.state_dict().items()}
+    with torch.no_grad():
+        MCDropout(num_samples=3)(segmenter, images)
+    assert not any(module.training for module in segmenter.modules())
+    after = segmenter.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_mc_dropout_scores_odd_image_sizes_at_image_resolution(segmenter):
+    images = torch.rand(N, 3, 30, 50)
+    with torch.no_grad():
+        prediction = MCDropout(num_samples=2)(segmenter, images)
+    _check_prediction(prediction, size=(30, 50))
+
+
+def test_mc_dropout_errors():
+    no_dropout = _segmenter(0, dropout=0.0)
+    with pytest.raises(ValueError, match=r"model\.dropout>0.*head\.mc_dropout\.dropout"):
+        MCDropout()(no_dropout, torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="score must be one of entropy, mutual_information"):
+        MCDropout(score="max_prob")
+    with pytest.raises(ValueError, match="num_samples"):
+        MCDropout(num_samples=0)
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        MCDropout(num_samples=1, score="mutual_information")
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        MCDropout(dropout=1.0)
+
+
+# --- deep ensembles ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def member_paths(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("members")
+    paths = [folder / f"seed{seed}.ckpt" for seed in (1, 2)]
+    for seed, path in zip((1, 2), paths, strict=True):
+        save_segmenter(_segmenter(seed), path)
+    return paths
+
+
+@pytest.mark.parametrize("score", ["entropy", "mutual_information", "max_prob"])
+@pytest.mark.parametrize("include_segmenter", [False, True])
+def test_ensemble_matches_numpy_average_of_member_softmax(
+    member_paths, segmenter, images, score, include_segmenter
+):
+    head = DeepEnsemble([str(p) for p in member_paths], score, include_segmenter).eval()
+    with torch.no_grad():
+        prediction = head(segmenter, images)
+        members = [_segmenter(seed)(images).logits for seed in (1, 2)]
+        if include_segmenter:
+            members.append(segmenter(images).logits)
+    _check_prediction(prediction)
+    expected = _np_scores(members)
+    np.testing.assert_allclose(prediction.score.numpy(), expected[score], atol=1e-6)
+    np.testing.assert_allclose(prediction.logits.numpy(), expected["log_mean"], atol=1e-5)
+
+
+def test_ensemble_of_confident_disagreeing_members_scores_ln2(tmp_path, images):
+    paths = []
+    for index, sign in enumerate((1.0, -1.0)):
+        member = _segmenter(index)
+        with torch.no_grad():
+            member.classifier.weight.zero_()
+            member.classifier.bias.copy_(torch.tensor([30 * sign, -30 * sign, -60, -60, -60]))
+        paths.append(tmp_path / f"{index}.ckpt")
+        save_segmenter(member, paths[-1])
+    with torch.no_grad():
+        for score, expected in (
+            ("entropy", math.log(2)),
+            ("mutual_information", math.log(2)),
+            ("max_prob", 0.5),
+        ):
+            head = DeepEnsemble(paths, score=score, include_segmenter=False)
+            prediction = head(_segmenter(0), images)
+            torch.testing.assert_close(prediction.score, torch.full((N, H, W), expected))
+
+
+def test_ensemble_members_are_frozen(member_paths, segmenter, images):
+    head = DeepEnsemble(member_paths).train()
+    assert head.training and not any(m.training for m in head.members.modules())
+    assert not any(p.requires_grad for p in head.parameters())
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    with torch.no_grad():
+        head(segmenter, images)
+    assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
+    assert not head.scores_single_pass
+
+
+def test_ensemble_warns_when_a_member_is_the_evaluated_segmenter(member_paths, images):
+    head = DeepEnsemble(member_paths)
+    with pytest.warns(UserWarning, match="averaged in twice"), torch.no_grad():
+        head(_segmenter(1), images)
+
+
+def test_ensemble_errors(member_paths, tmp_path, segmenter, images):
+    with pytest.raises(ValueError, match=r"at least one member checkpoint.*checkpoints=\["):
+        DeepEnsemble([])
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        DeepEnsemble([member_paths[0], tmp_path / "nope.ckpt"])
+    with pytest.raises(ValueError, match="more than once"):
+        DeepEnsemble([member_paths[0], member_paths[0]])
+    with pytest.raises(ValueError, match="score must be one of"):
+        DeepEnsemble(member_paths, score="variance")
+    with pytest.raises(ValueError, match="at least two members"):
+        DeepEnsemble(member_paths[:1], score="mutual_information", include_segmenter=False)
+    save_segmenter(_segmenter(3, num_classes=3), tmp_path / "three.ckpt")
+    with pytest.raises(ValueError, match="share their number of classes"):
+        DeepEnsemble([member_paths[0], tmp_path / "three.ckpt"])
+    head = DeepEnsemble([tmp_path / "three.ckpt"])
+    with pytest.raises(ValueError, match="3 classes but the evaluated segmenter predicts 5"):
+        head(segmenter, images)
+
+
+# --- configs -----------------------------------------------------------------------------------
+
+
+def test_head_configs_instantiate(member_paths):
+    listed = ",".join(str(p) for p in member_paths)
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        mc = compose("evaluate", ["head=mc_dropout"]).head.mc_dropout
+        ensemble = compose(
+            "evaluate", ["head=[ensemble,mc_dropout]", f"head.ensemble.checkpoints=[{listed}]"]
+        ).head.ensemble
+        missing = compose("evaluate", ["head=ensemble"]).head.ensemble
+    head = instantiate(mc)
+    assert isinstance(head, MCDropout) and isinstance(head, AnomalyHead)
+    assert (head.num_samples, head.score_kind, head.dropout_rate) == (8, "entropy", None)
+    head = instantiate(ensemble)
+    assert isinstance(head, DeepEnsemble) and len(head.members) == 2
+    assert head.checkpoints == [str(p) for p in member_paths] and head.include_segmenter
+    assert missing._get_node("checkpoints")._is_missing()
