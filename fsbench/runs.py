@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from fsbench.heads import AnomalyHead
 from fsbench.lit import AnomalyEvaluation, SegmentationTask
 from fsbench.models import load_segmenter
+from fsbench.models.checkpoint import load_head_state
 from fsbench.report import PROTOCOL, write_json_atomic, write_results
 
 
@@ -28,11 +29,18 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train a segmenter; return the final validation metrics and the checkpoint path."""
     output_dir = Path(output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    segmenter = hydra.utils.instantiate(cfg.model)
     heads = _selected_heads(cfg)
     if len(heads) > 1:
         raise ValueError(f"train.py takes at most one training-time head, got {list(heads)}")
+    for name, head in heads.items():
+        if not head.trained_with_segmenter:
+            raise ValueError(
+                f"head {name} adds no training loss, so training with it changes nothing; "
+                "train.py takes training-time heads only (void_classifier, outlier_exposure). "
+                "Post-hoc heads are chosen at evaluation: python evaluate.py head=..."
+            )
+    datamodule = hydra.utils.instantiate(cfg.data)
+    segmenter = hydra.utils.instantiate(cfg.model)
     task = SegmentationTask(
         segmenter,
         optimizer=hydra.utils.instantiate(cfg.optimizer),
@@ -92,6 +100,9 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     heads = _selected_heads(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)
     for name, head in heads.items():
+        head.attach(segmenter)
+        if head.trained_with_segmenter:
+            load_head_state(checkpoint, head)
         if head.requires_fit:
             print(f"fitting head {name} on the training set")
             head.fit(segmenter, datamodule.train_dataloader())

@@ -141,20 +141,56 @@ def test_multirun_over_heads_gives_one_result_per_job(trained):
     assert heads == ["energy", "max_softmax"]
 
 
-def test_evaluate_without_any_checkpoint_says_how_to_get_one(tmp_path):
+def _fails(cwd: Path, *arguments: str) -> str:
+    """Run evaluate.py expecting an error; return what it printed."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "evaluate.py"),
-            f"paths.outputs={tmp_path / 'none'}",
-            f"paths.multirun={tmp_path / 'none'}",
-            f"hydra.run.dir={tmp_path / 'ev'}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    command = [sys.executable, str(ROOT / "evaluate.py"), *arguments]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode != 0
-    assert "no training checkpoint found" in result.stderr + result.stdout
+    return result.stderr + result.stdout
+
+
+def test_evaluate_without_any_checkpoint_says_how_to_get_one(tmp_path):
+    output = _fails(
+        tmp_path,
+        f"paths.outputs={tmp_path / 'none'}",
+        f"paths.multirun={tmp_path / 'none'}",
+        f"hydra.run.dir={tmp_path / 'ev'}",
+    )
+    assert "no training checkpoint found" in output
+
+
+def test_training_time_head_trains_then_evaluates_and_plain_checkpoint_is_refused(trained):
+    _run(
+        "train.py",
+        trained,
+        "+experiment=synthetic/void_classifier",
+        "trainer.max_steps=4",
+        "data.train.length=16",
+    )
+    (run,) = (trained / "outputs" / "train_void_classifier").iterdir()
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert stored["fsbench_head_class"] == "baselines.training.VoidClassifier"
+    assert any(key.startswith("head.void_logit") for key in stored["state_dict"])
+    out_dir = trained / "void"
+    _run(
+        "evaluate.py",
+        trained,
+        f"checkpoint={checkpoint}",
+        "head=[void_classifier,max_softmax]",
+        f"hydra.run.dir={out_dir}",
+    )
+    results = json.loads((out_dir / "results.json").read_text())["results"]
+    assert set(results) == {"void_classifier", "max_softmax"}
+    assert 0 <= results["void_classifier"]["datasets"]["synthetic_anomaly"]["ap"] <= 1
+    # the same head on a checkpoint trained without it: refused, with the fix
+    plain = _train_dir(trained) / "checkpoints" / "last.ckpt"
+    output = _fails(
+        trained,
+        *TINY,
+        f"checkpoint={plain}",
+        "head=void_classifier",
+        f"hydra.run.dir={trained / 'refused'}",
+    )
+    assert "trained with no training-time head" in output

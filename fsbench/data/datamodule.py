@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
@@ -21,6 +21,9 @@ class SegmentationDataModule(L.LightningDataModule):
         eval_batch_size: batch size of validation and evaluation.
         num_workers: loader worker processes.
         shared: values that the dataset configs interpolate (image size, seed); kept for the record.
+        paste_outliers: optional ``dataset -> dataset`` wrapper applied to the training set, e.g.
+            a partial :class:`fsbench.data.OutlierPasting` for outlier exposure or the void
+            classifier (its items gain ``outlier``).
     """
 
     def __init__(
@@ -32,8 +35,11 @@ class SegmentationDataModule(L.LightningDataModule):
         eval_batch_size: int = 8,
         num_workers: int = 0,
         shared: Mapping[str, Any] | None = None,
+        paste_outliers: Callable[[Dataset], Dataset] | None = None,
     ) -> None:
         super().__init__()
+        if paste_outliers is not None and train is not None:
+            train = paste_outliers(train)
         self.train_set, self.val_set = train, val
         self.anomaly_sets = dict(anomaly or {})
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size

@@ -30,12 +30,19 @@ class AnomalyHead(nn.Module):
     (MC dropout, ensembles) override :meth:`forward`; methods with statistics of the training data
     override :meth:`fit` and keep what they fit in buffers, so ``state_dict()`` saves and restores
     it; training-time methods override :meth:`training_loss`, which ``SegmentationTask`` adds to
-    the cross-entropy.
+    the cross-entropy, and build any layers of their own in :meth:`attach`.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._fitted_names: list[str] = []
+
+    def attach(self, segmenter: nn.Module) -> None:  # noqa: B027 - optional hook
+        """Called once with the segmenter before training, fitting or scoring.
+
+        Heads with layers whose shape depends on the segmenter (e.g. the number of decoder
+        channels, ``segmenter.config["decoder_channels"]``) build them here. Must be idempotent.
+        """
 
     def fit(self, segmenter: nn.Module, loader: Any) -> None:  # noqa: B027 - optional hook
         """Gather statistics of the inlier training data. Post-hoc heads need nothing.
@@ -93,6 +100,15 @@ class AnomalyHead(nn.Module):
     def training_loss(self, out: SegOutput, batch: dict[str, Tensor]) -> Tensor | None:
         """Extra loss for training-time methods, added to the segmentation loss; None otherwise."""
         return None
+
+    @property
+    def trained_with_segmenter(self) -> bool:
+        """True if the head overrides :meth:`training_loss`: it needs a checkpoint trained with it.
+
+        ``evaluate.py`` then restores the head's own tensors from that checkpoint and refuses a
+        checkpoint that was trained without the head.
+        """
+        return type(self).training_loss is not AnomalyHead.training_loss
 
     @property
     def scores_single_pass(self) -> bool:

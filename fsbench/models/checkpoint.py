@@ -14,6 +14,8 @@ from torch import nn
 
 SEGMENTER_CONFIG_KEY = "segmenter_config"
 SEGMENTER_PREFIX = "segmenter."
+HEAD_CLASS_KEY = "fsbench_head_class"
+HEAD_PREFIX = "head."
 
 
 def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -40,6 +42,31 @@ def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -
     return segmenter.eval()
 
 
+def load_head_state(path: str | Path, head: nn.Module, map_location="cpu") -> None:
+    """Restore a training-time head's tensors from the ``train.py`` checkpoint trained with it.
+
+    The head must already be attached to the segmenter (``head.attach(segmenter)``). Raises a
+    clear error if the checkpoint was trained without this kind of head.
+    """
+    path = Path(path)
+    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    wanted = f"{type(head).__module__}.{type(head).__qualname__}"
+    trained = checkpoint.get(HEAD_CLASS_KEY)
+    if trained != wanted:
+        got = "no training-time head" if trained is None else f"head {trained}"
+        raise ValueError(
+            f"{type(head).__name__} is a training-time method, but checkpoint {path} was trained "
+            f"with {got}. Train with it first, e.g. `python train.py "
+            "+experiment=synthetic/<method>`, and evaluate that run's checkpoint."
+        )
+    state = {
+        key[len(HEAD_PREFIX) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(HEAD_PREFIX)
+    }
+    _load_state_strict(head, state, path)
+
+
 def save_segmenter(segmenter: nn.Module, path: str | Path) -> None:
     """Write a segmenter in the checkpoint format ``load_segmenter`` reads."""
     torch.save(
@@ -61,7 +88,8 @@ def _load_state_strict(module: nn.Module, state: dict, path: Path) -> None:
         if key in state and state[key].shape != expected[key].shape
     ]
     if missing or unexpected or mismatched:
-        lines = [f"checkpoint {path} does not fit the segmenter its config describes:"]
+        kind = "segmenter its config describes" if not hasattr(module, "attach") else "head"
+        lines = [f"checkpoint {path} does not fit the {kind}:"]
         if missing:
             lines.append(f"  missing {len(missing)} tensors, e.g. {missing[:3]}")
         if unexpected:

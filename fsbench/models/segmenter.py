@@ -70,6 +70,7 @@ class Segmenter(nn.Module):
             "std": list(std),
         }
         self.num_classes = num_classes
+        self.feature_channels = decoder_channels
         net = smp.DeepLabV3Plus(
             encoder_name=encoder_name,
             encoder_weights=encoder_weights,

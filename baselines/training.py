@@ -1,0 +1,133 @@
+"""Training-time methods: the segmenter learns from pixels that play the unknown.
+
+Both read ``batch["outlier"]`` (uint8 [N, H, W], 1 on pasted outlier pixels), which
+:class:`fsbench.data.OutlierPasting` adds to the training items; train them with
+``python train.py +experiment=synthetic/void_classifier`` (or ``outlier_exposure``) and evaluate
+that run's checkpoint with the same head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fsbench.heads import AnomalyHead
+from fsbench.models import SegOutput
+
+IGNORE = 255
+
+
+def _outlier_mask(batch: dict[str, Tensor], method: str) -> Tensor:
+    if "outlier" not in batch:
+        raise ValueError(
+            f"{method} needs pasted outliers in the training batches (batch['outlier']), but the "
+            "training set yields none. Wrap it with outlier pasting: data.paste_outliers="
+            "{_target_: fsbench.data.OutlierPasting, _partial_: true}, as "
+            "conf/experiment/synthetic/*.yaml do."
+        )
+    return batch["outlier"].bool()
+
+
+class VoidClassifier(AnomalyHead):
+    """An extra "void" class next to the C inlier classes; score = its softmax probability.
+
+    The Fishyscapes baseline (Blum et al., IJCV 2021, §4) trains the void class on Cityscapes'
+    void pixels. Here the void logit is a 1x1 convolution on the decoder features (built in
+    :meth:`attach`), upsampled like the class logits and appended to them: p = softmax([z_1 ..
+    z_C, z_void]). Training adds ``weight`` x the (C+1)-way cross-entropy in which pasted outlier
+    pixels (and, with ``void_pixels``, every label-255 pixel) have the target "void", to the
+    segmenter's usual C-way cross-entropy; the segmentation itself still uses the C class logits.
+
+    Args:
+        weight: factor of the (C+1)-way cross-entropy.
+        void_pixels: also train the void class on label-255 pixels (Cityscapes' void), not only
+            on pasted outliers.
+    """
+
+    def __init__(self, weight: float = 1.0, void_pixels: bool = False) -> None:
+        super().__init__()
+        if weight <= 0:
+            raise ValueError(f"VoidClassifier weight must be > 0, got {weight}")
+        self.weight = weight
+        self.void_pixels = void_pixels
+        self.void_logit: nn.Conv2d | None = None
+
+    def attach(self, segmenter: nn.Module) -> None:
+        if self.void_logit is None:
+            channels = getattr(segmenter, "feature_channels", None)
+            if channels is None:
+                raise ValueError(
+                    "VoidClassifier needs the segmenter's feature_channels (decoder width)"
+                )
+            self.void_logit = nn.Conv2d(channels, 1, kernel_size=1)
+            parameter = next(segmenter.parameters(), None)
+            if parameter is not None:
+                self.void_logit.to(parameter.device)
+
+    def joint_logits(self, out: SegOutput) -> Tensor:
+        """[N, C + 1, H, W]: the class logits with the void logit appended last."""
+        if self.void_logit is None:
+            raise RuntimeError("VoidClassifier is not attached: call head.attach(segmenter)")
+        void = self.void_logit(out.features)
+        void = F.interpolate(void, size=out.logits.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([out.logits, void.to(out.logits.dtype)], dim=1)
+
+    def training_loss(self, out: SegOutput, batch: dict[str, Tensor]) -> Tensor:
+        label = batch["label"]
+        void_class = out.logits.shape[1]
+        if self.void_pixels:
+            void = label == IGNORE
+            if "outlier" in batch:
+                void |= batch["outlier"].bool()
+        else:
+            void = _outlier_mask(batch, "VoidClassifier")
+        target = torch.where(void, torch.full_like(label, void_class), label)
+        joint = self.joint_logits(out)
+        if not (target != IGNORE).any():
+            return joint.sum() * 0.0
+        return self.weight * F.cross_entropy(joint, target, ignore_index=IGNORE)
+
+    def score(self, out: SegOutput) -> Tensor:
+        return torch.softmax(self.joint_logits(out).float(), dim=1)[:, -1]
+
+
+class OutlierExposure(AnomalyHead):
+    """Outlier exposure (Hendrycks et al., ICLR 2019); for segmentation, Chan et al. (ICCV 2021).
+
+    Training adds ``weight`` x the mean, over pasted outlier pixels, of the cross-entropy between
+    the uniform distribution and the softmax, -(1/C) sum_c log p_c, which is smallest when the
+    prediction is uniform (maximal entropy). Chan et al. weight the inlier and outlier terms
+    (1 - λ) and λ with λ = 0.75, i.e. ratio 3; fsbench keeps the inlier cross-entropy at weight 1,
+    so ``weight`` = 3 reproduces their ratio (default 0.5 as in Hendrycks et al.). The score is
+    the softmax entropy (Chan et al.) or 1 - max softmax, on the segmenter trained this way.
+
+    Args:
+        weight: factor of the outlier term.
+        score: ``entropy`` or ``max_softmax``.
+    """
+
+    SCORES = ("entropy", "max_softmax")
+
+    def __init__(self, weight: float = 0.5, score: str = "entropy") -> None:
+        super().__init__()
+        if weight <= 0:
+            raise ValueError(f"OutlierExposure weight must be > 0, got {weight}")
+        if score not in self.SCORES:
+            raise ValueError(f"OutlierExposure score must be one of {self.SCORES}, got {score!r}")
+        self.weight = weight
+        self.score_kind = score
+
+    def training_loss(self, out: SegOutput, batch: dict[str, Tensor]) -> Tensor:
+        outlier = _outlier_mask(batch, "OutlierExposure")
+        if not outlier.any():
+            return out.logits.sum() * 0.0  # keeps every process's graph alike under DDP
+        log_probs = F.log_softmax(out.logits, dim=1)  # [N, C, H, W]
+        uniform_ce = -log_probs.mean(dim=1)  # [N, H, W]
+        return self.weight * uniform_ce[outlier].mean()
+
+    def score(self, out: SegOutput) -> Tensor:
+        log_probs = F.log_softmax(out.logits.float(), dim=1)
+        if self.score_kind == "entropy":
+            return -(log_probs.exp() * log_probs).sum(dim=1)
+        return 1.0 - log_probs.max(dim=1).values.exp()
