@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from fsbench.heads import AnomalyHead
 from fsbench.lit import AnomalyEvaluation, SegmentationTask
 from fsbench.models import load_segmenter
-from fsbench.models.checkpoint import load_head_state
+from fsbench.models.checkpoint import initialise_from, load_head_state
 from fsbench.report import PROTOCOL, write_json_atomic, write_results
 
 
@@ -41,6 +41,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             )
     datamodule = hydra.utils.instantiate(cfg.data)
     segmenter = hydra.utils.instantiate(cfg.model)
+    if cfg.get("init_from"):
+        initialise_from(segmenter, cfg.init_from)
+        print(f"segmenter weights initialised from {cfg.init_from}")
     task = SegmentationTask(
         segmenter,
         optimizer=hydra.utils.instantiate(cfg.optimizer),

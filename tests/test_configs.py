@@ -90,3 +90,48 @@ def test_cpu_trainer_config_instantiates():
     cfg = _compose("train", ["trainer=cpu"])
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     assert trainer.max_steps == cfg.trainer.max_steps
+
+
+def _experiments(family: str) -> list[str]:
+    return sorted(f"{family}/{p.stem}" for p in (CONF / "experiment" / family).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", _experiments("fishyscapes") + _experiments("synthetic"))
+def test_experiment_recipes_compose_and_build_their_heads(recipe):
+    top = "evaluate" if recipe.endswith("post_hoc") else "train"
+    cfg = _compose(top, [f"+experiment={recipe}"])
+    OmegaConf.resolve(cfg)
+    assert cfg.task_name.startswith(top)
+    heads = dict(cfg.get("head") or {})
+    for name, head_cfg in heads.items():
+        if not OmegaConf.missing_keys(head_cfg):
+            head = instantiate(head_cfg)
+            assert isinstance(head, AnomalyHead)
+            # a training recipe carries exactly one training-time head, evaluation none needed
+            assert head.trained_with_segmenter == (top == "train"), name
+    if recipe.startswith("fishyscapes/") and top == "train":
+        assert cfg.model.encoder_name == "resnet101" and cfg.model.output_stride == 8
+        assert cfg.optimizer._target_ in ("torch.optim.SGD", "torch.optim.AdamW")
+
+
+def test_fishyscapes_post_hoc_recipe_lists_every_post_hoc_baseline():
+    cfg = _compose("evaluate", ["+experiment=fishyscapes/post_hoc"])
+    assert set(cfg.head) == {
+        "max_softmax", "entropy", "max_logit", "energy", "sml",
+        "mc_dropout", "ensemble", "gaussian", "knn", "flow",
+    }  # fmt: skip
+
+
+def test_init_from_copies_weights_and_refuses_another_architecture(tmp_path):
+    from fsbench.models import Segmenter, save_segmenter
+    from fsbench.models.checkpoint import initialise_from
+
+    torch.manual_seed(0)
+    source = Segmenter(decoder_channels=16, num_classes=5, dropout=0.0)
+    save_segmenter(source, tmp_path / "start.ckpt")
+    target = Segmenter(decoder_channels=16, num_classes=5, dropout=0.3)
+    initialise_from(target, tmp_path / "start.ckpt")
+    for (name, a), b in zip(source.state_dict().items(), target.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="decoder_channels: checkpoint 16 vs model 32"):
+        initialise_from(Segmenter(decoder_channels=32, num_classes=5), tmp_path / "start.ckpt")

@@ -67,6 +67,30 @@ def load_head_state(path: str | Path, head: nn.Module, map_location="cpu") -> No
     _load_state_strict(head, state, path)
 
 
+ARCHITECTURE_KEYS = ("_target_", "encoder_name", "num_classes", "output_stride", "decoder_channels")
+
+
+def initialise_from(segmenter: nn.Module, path: str | Path) -> None:
+    """Copy the weights of the segmenter in checkpoint ``path`` into ``segmenter`` (fine-tuning).
+
+    The architectures must match; training settings (dropout, pretrained-weight source) may
+    differ.
+    """
+    start = load_segmenter(path)
+    differ = [
+        f"{key}: checkpoint {start.config.get(key)!r} vs model {segmenter.config.get(key)!r}"
+        for key in ARCHITECTURE_KEYS
+        if start.config.get(key) != segmenter.config.get(key)
+    ]
+    if differ:
+        raise ValueError(
+            f"init_from={path} holds a different architecture than the model config ("
+            + "; ".join(differ)
+            + "); choose the model config it was trained with, e.g. model=<its model>"
+        )
+    segmenter.load_state_dict(start.state_dict())
+
+
 def save_segmenter(segmenter: nn.Module, path: str | Path) -> None:
     """Write a segmenter in the checkpoint format ``load_segmenter`` reads."""
     torch.save(
