@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsbench.heads import AnomalyHead, AnomalyPrediction
@@ -27,6 +28,20 @@ def predict_heads(
         else:
             predictions[name] = head(segmenter, images)
     return predictions
+
+
+def match_label_size(score: Tensor, label: Tensor) -> Tensor:
+    """Score [N, h, w] resized bilinearly to the label's [N, H, W] if they differ.
+
+    Images may be resized for speed (a dataset's ``resize``); scores are always compared to the
+    labels at label resolution, so the score is upsampled, never the label downsampled.
+    """
+    if score.shape[-2:] == label.shape[-2:]:
+        return score
+    resized = F.interpolate(
+        score[:, None].float(), size=label.shape[-2:], mode="bilinear", align_corners=False
+    )
+    return resized[:, 0]
 
 
 class AnomalyEvaluation(L.LightningModule):
@@ -89,7 +104,8 @@ class AnomalyEvaluation(L.LightningModule):
             self.image_names[dataset] += list(batch.get("name", []))
         for head, prediction in predictions.items():
             if dataset in self.anomaly_datasets:
-                self.anomaly_metrics[head][dataset].update(prediction.score, batch["anomaly"])
+                score = match_label_size(prediction.score, batch["anomaly"])
+                self.anomaly_metrics[head][dataset].update(score, batch["anomaly"])
             if dataset == self.inlier_dataset:
                 self.segmentation_metrics[head].update(prediction.logits, batch["label"])
 
