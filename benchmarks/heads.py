@@ -74,6 +74,7 @@ def main() -> None:
         heads = _head_configs(args.heads, members)
         fit_loader = DataLoader(dataset, batch_size=args.batch)
         for head in heads.values():
+            head.attach(segmenter)  # training-time heads build their layers (untrained here)
             if head.requires_fit:
                 head.fit(segmenter, fit_loader)
 

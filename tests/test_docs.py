@@ -54,3 +54,16 @@ def test_multi_pass_example_averages_the_image_and_its_mirror(namespace):
         return -sum(v * math.log(v) for v in p)
 
     assert prediction.score.flatten().tolist() == pytest.approx([entropy(left), entropy(right)])
+
+
+def test_training_time_example_hinges_the_outlier_max_logit(namespace):
+    head = namespace["OutlierLogitHinge"](margin=1.0, weight=0.5)
+    logits = torch.tensor([[3.0, 0.0], [0.5, 2.0], [-1.0, 4.0]]).T.reshape(1, 2, 1, 3)
+    out = SegOutput(logits=logits, features=logits)
+    batch = {"outlier": torch.tensor([[[1, 1, 0]]], dtype=torch.uint8)}
+    # max logits of the two outlier pixels: 3 and 2 -> hinge 2 and 1 -> mean 1.5, x 0.5
+    assert head.training_loss(out, batch).item() == pytest.approx(0.75)
+    assert head.trained_with_segmenter
+    none = head.training_loss(out, {"outlier": torch.zeros(1, 1, 3, dtype=torch.uint8)})
+    assert none.item() == 0.0
+    assert torch.equal(head.score(out), -torch.tensor([[[3.0, 2.0, 4.0]]]))
