@@ -9,10 +9,20 @@ from fsbench.data.anomaly_sets import (
 from fsbench.data.check import DatasetError, DatasetReport, check_dataset
 from fsbench.data.cityscapes import Cityscapes
 from fsbench.data.datamodule import SegmentationDataModule
-from fsbench.data.pasting import OutlierPasting, OutlierSource, PolygonOutliers
+from fsbench.data.paste import (
+    FolderOutliers,
+    OutlierPasting,
+    OutlierSource,
+    PolygonOutliers,
+    paste_object,
+    poisson_blend,
+)
 from fsbench.data.synthetic import SyntheticScenes, render_scene
 
 __all__ = [
+    "FolderOutliers",
+    "paste_object",
+    "poisson_blend",
     "Cityscapes",
     "DatasetError",
     "DatasetReport",
