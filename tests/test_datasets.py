@@ -682,3 +682,51 @@ def test_data_configs_refuse_a_missing_root_by_name(trees, config_cityscapes):
     errors = (MissingMandatoryValue, InterpolationToMissingValueError)
     with pytest.raises(errors, match="data.shared.lostandfound_root"):
         instantiate(cfg.data)
+
+
+# -------------------------------------------------------------------- make-anomaly-set
+@pytest.mark.parametrize("blend", ["hard", "poisson"])
+def test_make_anomaly_set_round_trips_through_the_static_reader(tmp_path, blend):
+    from fsbench.data.make_sets import make_static_like
+
+    cityscapes = make_cityscapes(tmp_path / "cs")
+    folder = make_static_like(cityscapes, tmp_path / "made", split="val", blend=blend, seed=3)
+    assert folder == tmp_path / "made" / "fs_val_v3"
+    made = FishyscapesStatic(tmp_path / "made", cityscapes)
+    inliers = Cityscapes(cityscapes, split="val")
+    assert len(made) == len(inliers) == 2
+    for index in range(len(made)):
+        item, inlier = made[index], inliers[index]
+        assert item["name"] == f"{index:04d}_{inlier['name']}"
+        anomaly = item["anomaly"]
+        assert (anomaly == 1).any()
+        changed = (item["image"] - inlier["image"]).abs().amax(dim=0) > 1e-6
+        # nothing changes outside the pasted objects; void only where Cityscapes is void
+        assert not (changed & (anomaly != 1)).any()
+        assert torch.equal(anomaly == 255, (inlier["label"] == 255) & (anomaly != 1))
+    # reproducible from the seed
+    again = make_static_like(cityscapes, tmp_path / "again", split="val", blend=blend, seed=3)
+    for path in folder.iterdir():
+        other = again / path.name
+        if path.suffix == ".png":
+            assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(other)))
+        else:
+            assert np.array_equal(np.load(path)["rgb"], np.load(other)["rgb"])
+    with pytest.raises(FileExistsError, match="already holds files"):
+        make_static_like(cityscapes, tmp_path / "made")
+
+
+def test_make_anomaly_set_cli(tmp_path, capsys):
+    from fsbench.data.__main__ import main
+
+    cityscapes = make_cityscapes(tmp_path / "cs")
+    out = tmp_path / "made"
+    assert (
+        main(["make-anomaly-set", str(cityscapes), str(out), "--count", "1", "--blend", "hard"])
+        == 0
+    )
+    assert "fs_val_v3" in capsys.readouterr().out
+    assert len(list((out / "fs_val_v3").glob("*_labels.png"))) == 1
+    assert main(["make-anomaly-set", str(cityscapes), str(out)]) == 1  # not empty: refused
+    assert "already holds files" in capsys.readouterr().err
+    assert main(["make-anomaly-set", str(tmp_path / "none"), str(tmp_path / "x")]) == 1

@@ -13,6 +13,11 @@ Examples::
     python -m fsbench.data check fs_static /data/fishyscapes --cityscapes-root /data/cityscapes
     python -m fsbench.data check road_anomaly /data/RoadAnomaly_jpg
     python -m fsbench.data check smiyc_obstacle /data/smiyc
+    python -m fsbench.data make-anomaly-set /data/cityscapes /data/my_static \\
+        --objects /data/coco_objects
+
+``make-anomaly-set`` pastes objects into Cityscapes-layout frames and writes a set in the
+Fishyscapes Static layout (see :mod:`fsbench.data.make_sets`).
 """
 
 from __future__ import annotations
@@ -91,7 +96,36 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the folder structure only, without reading the files",
     )
+    make = commands.add_parser(
+        "make-anomaly-set",
+        help="paste objects into Cityscapes-layout frames; write a Fishyscapes Static-like set",
+    )
+    make.add_argument("cityscapes_root", help="a tree in the Cityscapes layout")
+    make.add_argument("out", help="output folder; receives fs_val_v<version>/")
+    make.add_argument("--objects", help="FolderOutliers folder (images/, masks/); default polygons")
+    make.add_argument("--split", default="val", choices=["train", "val"])
+    make.add_argument("--count", type=int, help="only the first COUNT frames")
+    make.add_argument("--blend", default="poisson", choices=["hard", "feather", "poisson"])
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--version", type=int, default=3)
     return parser
+
+
+def _make(args: argparse.Namespace) -> int:
+    from fsbench.data.make_sets import folder_or_polygons, make_static_like
+
+    folder = make_static_like(
+        args.cityscapes_root,
+        args.out,
+        split=args.split,
+        count=args.count,
+        source=folder_or_polygons(args.objects),
+        blend=args.blend,
+        seed=args.seed,
+        version=args.version,
+    )
+    print(f"wrote {folder}; read it with data=fishyscapes (fishyscapes_root={args.out})")
+    return 0
 
 
 def _progress(stream) -> Callable[[int, int], None]:
@@ -105,6 +139,12 @@ def _progress(stream) -> Callable[[int, int], None]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "make-anomaly-set":
+        try:
+            return _make(args)
+        except (OSError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     if args.name == "fs_lost_and_found" and not args.laf_root:
         parser.error("fs_lost_and_found needs --laf-root (the Lost and Found root)")
     if args.name == "fs_static" and not args.cityscapes_root:
