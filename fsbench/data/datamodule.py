@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -58,6 +59,7 @@ class SegmentationDataModule(L.LightningDataModule):
             drop_last=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),  # faster host-to-GPU copies
         )
 
     def train_dataloader(self) -> DataLoader:
