@@ -74,3 +74,108 @@ def write_results(directory: str | Path, payload: dict[str, Any]) -> str:
         f"# fsbench results\n\ncheckpoint: `{payload.get('checkpoint')}`\n\n{table}\n"
     )
     return table
+
+
+def _overrides(run_dir: Path) -> dict[str, str]:
+    """The command-line overrides Hydra recorded for a run (``.hydra/overrides.yaml``)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    pairs = [str(item) for item in OmegaConf.to_container(OmegaConf.load(path))]
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+
+
+def gather(directory: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every (run, head, dataset) under ``directory``, best AP first; and the swept parameters.
+
+    A parameter is "swept" when its override differs between runs (e.g.
+    ``head.energy.temperature``, ``checkpoint``); those become leaderboard columns (the head has
+    its own column).
+    """
+    directory = Path(directory)
+    runs = sorted(path.parent for path in directory.rglob("results.json"))
+    if not runs:
+        raise FileNotFoundError(
+            f"no results.json under {directory}; pass the folder of an evaluate.py run or sweep, "
+            "e.g. multirun/evaluate/<time>"
+        )
+    overrides = {run: _overrides(run) for run in runs}
+    keys = sorted({key for values in overrides.values() for key in values})
+    shown = [k for k in keys if k != "head" and not k.startswith(("hydra.", "+head@"))]
+    swept = [k for k in shown if len({values.get(k) for values in overrides.values()}) > 1]
+    rows = []
+    for run in runs:
+        payload = json.loads((run / "results.json").read_text())
+        for head, entry in payload["results"].items():
+            for dataset, values in entry["datasets"].items():
+                name = str(run.relative_to(directory)) if run != directory else "."
+                rows.append(
+                    {
+                        "run": name,
+                        "head": head,
+                        "dataset": dataset,
+                        **{key: overrides[run].get(key, "") for key in swept},
+                        "ap": values["ap"],
+                        "fpr95": values["fpr95"],
+                        "auroc": values["auroc"],
+                        "miou": entry.get("miou"),
+                        "label": f"{name} {head} / {dataset}",
+                    }
+                )
+    rows.sort(key=lambda row: (-row["ap"], row["fpr95"]))
+    return rows, swept
+
+
+def write_leaderboard(directory: str | Path, out: str | Path | None = None) -> str:
+    """Write leaderboard.md, leaderboard.csv and leaderboard.png; return the Markdown table."""
+    import csv
+
+    from fsbench.plots import plot_leaderboard
+
+    rows, swept = gather(directory)
+    out = Path(out) if out is not None else Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["rank", "run", "head", "dataset", *swept, "ap", "fpr95", "auroc", "miou"]
+    with open(out / "leaderboard.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for rank, row in enumerate(rows, start=1):
+            writer.writerow([rank, *(row[c] for c in columns[1:])])
+    header = ["#", "run", "head", "dataset", *swept, "AP ↑", "FPR95 ↓", "AUROC ↑", "mIoU ↑"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for rank, row in enumerate(rows, start=1):
+        cells = [str(rank), row["run"], row["head"], row["dataset"], *(row[k] for k in swept)]
+        cells += [_percent(row[k]) for k in ("ap", "fpr95", "auroc", "miou")]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n\nValues in %, sorted by AP. " + PROTOCOL_DESCRIPTION + ".\n"
+    (out / "leaderboard.md").write_text(table)
+    plot_leaderboard(rows, out / "leaderboard.png")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``fsbench-report DIR [--out OUT]``: the leaderboard of every evaluation under DIR."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="fsbench-report",
+        description="Gather every results.json under DIR (an evaluate.py run or a Hydra "
+        "multirun folder) into leaderboard.md, leaderboard.csv and leaderboard.png.",
+    )
+    parser.add_argument("directory", metavar="DIR")
+    parser.add_argument("--out", help="where to write (default: DIR)")
+    args = parser.parse_args(argv)
+    try:
+        print(write_leaderboard(args.directory, args.out))
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"leaderboard: {Path(args.out or args.directory) / 'leaderboard.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

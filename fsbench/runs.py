@@ -140,6 +140,9 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     }
     table = write_results(output_dir, payload)
     write_json_atomic(output_dir / "curves.json", {"protocol": PROTOCOL, "curves": module.curves})
+    from fsbench.plots import plot_curves  # matplotlib is imported only when plotting
+
+    plot_curves(module.curves, module.results, output_dir)
     print(table)
     print(f"results: {output_dir / 'results.json'}")
     return payload

@@ -86,6 +86,7 @@ def test_evaluate_finds_the_latest_checkpoint_and_writes_finite_results(trained)
             assert math.isfinite(values[key]) and 0 <= values[key] <= 1
         assert values["n_anomaly"] > 0 and values["n_inlier"] > values["n_anomaly"]
     assert "| max_softmax |" in (run / "results.md").read_text()
+    assert (run / "curves_synthetic_anomaly.png").stat().st_size > 1000
     assert "| max_softmax |" in result.stdout  # the table is printed
 
 
