@@ -1,9 +1,9 @@
 """Every baseline on the synthetic benchmark with one command: the table of baselines/README.md.
 
-    python benchmarks/baselines.py [--out outputs/baselines] [--args KEY=VALUE ...]
+    python benchmarks/baselines.py [--jobs 2] [--out outputs/baselines] [--args KEY=VALUE ...]
 
-Trains five segmenters with ``train.py`` (the demo budget each: DeepLabv3+ ResNet-18, 800 steps on
-128x256 synthetic scenes):
+Trains five segmenters with ``train.py`` (each DeepLabv3+ ResNet-18, 600 steps of
+4 of 1000 synthetic 128x256 scenes):
 
 * seeds 0, 1, 2 without a training-time method: seed 0 is the segmenter every post-hoc head is
   evaluated on; seeds 1 and 2 are the other members of the deep ensemble;
@@ -12,19 +12,22 @@ Trains five segmenters with ``train.py`` (the demo budget each: DeepLabv3+ ResNe
 
 Then evaluates with ``evaluate.py``: all post-hoc heads on the seed-0 segmenter (the fitted heads
 fit on the first ``--fit-scenes`` training scenes), the void classifier and outlier exposure each
-on its own segmenter. Every step writes into ``--out``; a step whose results exist is skipped, so
-an interrupted run continues where it stopped. ``--args`` are extra overrides given to every
-step (e.g. ``trainer.max_steps=50 data.shared.height=64`` for a quick look), ``--post-hoc-args``
-overrides for the post-hoc evaluation only (e.g. ``head.flow.steps=100``).
+on its own segmenter. Every step writes into ``--out`` (its output in ``log.txt``); a step whose
+results exist is skipped, so an interrupted run continues where it stopped. ``--args`` are extra
+overrides given to every step (e.g. ``trainer.max_steps=50 data.shared.height=64`` for a quick
+look), ``--post-hoc-args`` overrides for the post-hoc evaluation only (e.g.
+``head.flow.steps=100``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,15 +65,23 @@ POST_HOC = [
 ]
 
 
-def run_step(script: str, run_dir: Path, overrides: list[str], marker: str) -> float:
+def run_step(
+    script: str, run_dir: Path, overrides: list[str], marker: str, threads: int | None = None
+) -> float:
     """Run ``script`` unless ``run_dir/marker`` exists; return its seconds (0 when skipped)."""
     if (run_dir / marker).is_file():
         print(f"[skip] {run_dir} (done)")
         return 0.0
     command = [sys.executable, str(ROOT / script), f"hydra.run.dir={run_dir}", *overrides]
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     print("[run]", " ".join(command[1:]), flush=True)
     started = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "log.txt", "w") as log:
+        subprocess.run(command, cwd=ROOT, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+    print(f"[done] {run_dir} in {time.perf_counter() - started:.0f} s", flush=True)
     return time.perf_counter() - started
 
 
@@ -101,6 +112,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "baselines")
     parser.add_argument("--fit-scenes", type=int, default=1000)
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="trainings run side by side, each on cores/jobs threads (2 on 2 cores: ~1.2x faster)",
+    )
     parser.add_argument("--args", nargs="*", default=[], help="overrides for every step")
     parser.add_argument(
         "--post-hoc-args", nargs="*", default=[], help="overrides for the post-hoc evaluation"
@@ -113,6 +130,7 @@ def main() -> None:
     def ckpt(name: str) -> Path:
         return out / name / "checkpoints" / "last.ckpt"
 
+    budget = ["trainer.max_steps=600", "data.train.length=1000"]  # the table's training budget
     trainings = {
         "train_seed0": ["seed=0"],
         "train_seed1": ["seed=1"],
@@ -120,10 +138,20 @@ def main() -> None:
         "train_void_classifier": ["seed=0", "+experiment=synthetic/void_classifier"],
         "train_outlier_exposure": ["seed=0", "+experiment=synthetic/outlier_exposure"],
     }
-    for name, overrides in trainings.items():
-        seconds[name] = run_step(
-            "train.py", out / name, [*overrides, *extra], "checkpoints/last.ckpt"
-        )
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {
+            name: pool.submit(
+                run_step,
+                "train.py",
+                out / name,
+                [*overrides, *budget, *extra],
+                "checkpoints/last.ckpt",
+                threads,
+            )
+            for name, overrides in trainings.items()
+        }
+        seconds.update({name: future.result() for name, future in futures.items()})
 
     evaluations = {
         "eval_post_hoc": [
