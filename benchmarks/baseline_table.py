@@ -1,6 +1,6 @@
 """Every baseline on the synthetic benchmark with one command: the table of baselines/README.md.
 
-    python benchmarks/baselines.py [--jobs 2] [--out outputs/baselines] [--args KEY=VALUE ...]
+    python benchmarks/baseline_table.py [--jobs 2] [--out outputs/baselines] [--args KEY=VALUE ...]
 
 Trains five segmenters with ``train.py`` (each DeepLabv3+ ResNet-18, 600 steps of
 4 of 1000 synthetic 128x256 scenes):
