@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from fsbench.heads import AnomalyHead
+from fsbench.heads import AnomalyHead, device_of, resize_score
 from fsbench.models import SegOutput
 
 __all__ = [
@@ -502,7 +502,7 @@ def _training_pixels(
     Pixels labelled ``ignore_index`` are dropped in every case. Run it under the caller's grad
     mode (inference mode for a fit).
     """
-    device = _device_of(segmenter)
+    device = device_of(segmenter)
     for batch in tqdm(loader, desc=desc, disable=None):
         images = batch["image"].to(device)
         if assign == "prediction":
@@ -547,17 +547,10 @@ def _in_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, chunk_size: int) -> Te
 
 def _to_image(values: Tensor, shape: tuple[int, int, int], out: SegOutput) -> Tensor:
     """float32 [N, H, W]: per-pixel values [N * h * w] resized bilinearly to the logits' size."""
-    score = values.view(shape)[:, None].float()
-    size = tuple(out.logits.shape[-2:])
-    return F.interpolate(score, size=size, mode="bilinear", align_corners=False)[:, 0]
+    return resize_score(values.view(shape).float(), out.logits.shape[-2:])
 
 
 def _positive_int(value: Any, name: str, owner: nn.Module) -> int:
     if isinstance(value, bool) or int(value) != value or value < 1:
         raise ValueError(f"{type(owner).__name__} {name} must be an integer >= 1, got {value}")
     return int(value)
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    parameter = next(module.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")

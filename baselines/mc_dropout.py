@@ -19,7 +19,7 @@ from baselines.sampling import (
     mutual_information,
     predictive_entropy,
 )
-from fsbench.heads import AnomalyHead, AnomalyPrediction
+from fsbench.heads import AnomalyHead, AnomalyPrediction, resize_score
 
 # The helpers on stacked member probabilities [T, N, C, ...] live in baselines.sampling (shared
 # with baselines.ensemble); they are re-exported here for convenience.
@@ -94,5 +94,5 @@ class MCDropout(AnomalyHead):
         for _ in range(self.num_samples):
             samples.add(segmenter.classifier(F.dropout(features, rate, training=True)))
         score = samples.score(self.score_kind)  # float32 [N, h, w]
-        score = F.interpolate(score[:, None], size=size, mode="bilinear", align_corners=False)
-        return AnomalyPrediction(score=score[:, 0], logits=segmenter.classify(features, size))
+        score = resize_score(score, size)
+        return AnomalyPrediction(score=score, logits=segmenter.classify(features, size))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from fsbench.heads import AnomalyHead
+from fsbench.heads import AnomalyHead, device_of
 from fsbench.models import SegOutput
 
 
@@ -130,7 +130,7 @@ class StandardizedMaxLogit(AnomalyHead):
         segmenter.eval()
         with torch.inference_mode():
             for batch in tqdm(loader, desc="SML statistics", disable=None):
-                logits = segmenter(batch["image"].to(_device_of(segmenter))).logits
+                logits = segmenter(batch["image"].to(device_of(segmenter))).logits
                 max_logit, predicted = logits.double().max(dim=1)
                 classes = logits.shape[1]
                 if count is None:
@@ -205,8 +205,3 @@ def dilated_gaussian_smoothing(score: Tensor, kernel: int, sigma: float, dilatio
     pad = dilation * (kernel - 1) // 2
     padded = F.pad(score, (pad, pad, pad, pad), mode="replicate")
     return F.conv2d(padded, weights, dilation=dilation)
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    parameter = next(module.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")

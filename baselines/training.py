@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsbench.heads import AnomalyHead
+from fsbench.heads import AnomalyHead, device_of
 from fsbench.models import SegOutput
 
 IGNORE = 255
@@ -60,10 +60,7 @@ class VoidClassifier(AnomalyHead):
                 raise ValueError(
                     "VoidClassifier needs the segmenter's feature_channels (decoder width)"
                 )
-            self.void_logit = nn.Conv2d(channels, 1, kernel_size=1)
-            parameter = next(segmenter.parameters(), None)
-            if parameter is not None:
-                self.void_logit.to(parameter.device)
+            self.void_logit = nn.Conv2d(channels, 1, kernel_size=1).to(device_of(segmenter))
 
     def joint_logits(self, out: SegOutput) -> Tensor:
         """[N, C + 1, H, W]: the class logits with the void logit appended last."""

@@ -1,5 +1,5 @@
 """Anomaly heads: the base class methods subclass."""
 
-from fsbench.heads.base import AnomalyHead, AnomalyPrediction
+from fsbench.heads.base import AnomalyHead, AnomalyPrediction, device_of, resize_score
 
-__all__ = ["AnomalyHead", "AnomalyPrediction"]
+__all__ = ["AnomalyHead", "AnomalyPrediction", "device_of", "resize_score"]

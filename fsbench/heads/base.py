@@ -6,9 +6,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsbench.models.segmenter import SegOutput
+
+
+def device_of(module: nn.Module) -> torch.device:
+    """The device of a module's parameters (the CPU for a module without any)."""
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def resize_score(score: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """float32 [N, *size]: a score map [N, h, w] resized bilinearly; returned as is if it fits.
+
+    Heads that score at feature resolution use it to reach the image; the evaluation uses it to
+    bring scores of resized images to the label's resolution (never the label to the score's).
+    """
+    if tuple(score.shape[-2:]) == tuple(size):
+        return score
+    resized = F.interpolate(
+        score[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False
+    )
+    return resized[:, 0]
 
 
 @dataclass

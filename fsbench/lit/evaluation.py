@@ -7,10 +7,9 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsbench.heads import AnomalyHead, AnomalyPrediction
+from fsbench.heads import AnomalyHead, AnomalyPrediction, resize_score
 from fsbench.metrics import AnomalyMetrics, SegmentationMetrics
 
 
@@ -36,12 +35,7 @@ def match_label_size(score: Tensor, label: Tensor) -> Tensor:
     Images may be resized for speed (a dataset's ``resize``); scores are always compared to the
     labels at label resolution, so the score is upsampled, never the label downsampled.
     """
-    if score.shape[-2:] == label.shape[-2:]:
-        return score
-    resized = F.interpolate(
-        score[:, None].float(), size=label.shape[-2:], mode="bilinear", align_corners=False
-    )
-    return resized[:, 0]
+    return resize_score(score, label.shape[-2:])
 
 
 class AnomalyEvaluation(L.LightningModule):

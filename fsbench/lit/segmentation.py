@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from fsbench.heads import AnomalyHead
 from fsbench.metrics import SegmentationMetrics
-from fsbench.models.checkpoint import HEAD_CLASS_KEY, SEGMENTER_CONFIG_KEY
+from fsbench.models.checkpoint import HEAD_CLASS_KEY, SEGMENTER_CONFIG_KEY, class_path
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -93,8 +93,4 @@ class SegmentationTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[SEGMENTER_CONFIG_KEY] = dict(self.segmenter.config)
         checkpoint["fsbench_run_config"] = self.run_config
-        checkpoint[HEAD_CLASS_KEY] = None if self.head is None else _class_path(self.head)
-
-
-def _class_path(obj: object) -> str:
-    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+        checkpoint[HEAD_CLASS_KEY] = None if self.head is None else class_path(self.head)

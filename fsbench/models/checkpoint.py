@@ -18,6 +18,11 @@ HEAD_CLASS_KEY = "fsbench_head_class"
 HEAD_PREFIX = "head."
 
 
+def class_path(obj: object) -> str:
+    """``module.QualName`` of an object's class, as checkpoints record it."""
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
 def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Return the segmenter stored in a ``train.py`` checkpoint, in eval mode."""
     path = Path(path)
@@ -50,7 +55,7 @@ def load_head_state(path: str | Path, head: nn.Module, map_location="cpu") -> No
     """
     path = Path(path)
     checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    wanted = f"{type(head).__module__}.{type(head).__qualname__}"
+    wanted = class_path(head)
     trained = checkpoint.get(HEAD_CLASS_KEY)
     if trained != wanted:
         got = "no training-time head" if trained is None else f"head {trained}"
@@ -64,7 +69,7 @@ def load_head_state(path: str | Path, head: nn.Module, map_location="cpu") -> No
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(HEAD_PREFIX)
     }
-    _load_state_strict(head, state, path)
+    _load_state_strict(head, state, path, "head")
 
 
 ARCHITECTURE_KEYS = ("_target_", "encoder_name", "num_classes", "output_stride", "decoder_channels")
@@ -102,7 +107,9 @@ def save_segmenter(segmenter: nn.Module, path: str | Path) -> None:
     )
 
 
-def _load_state_strict(module: nn.Module, state: dict, path: Path) -> None:
+def _load_state_strict(
+    module: nn.Module, state: dict, path: Path, what: str = "segmenter its config describes"
+) -> None:
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -112,8 +119,7 @@ def _load_state_strict(module: nn.Module, state: dict, path: Path) -> None:
         if key in state and state[key].shape != expected[key].shape
     ]
     if missing or unexpected or mismatched:
-        kind = "segmenter its config describes" if not hasattr(module, "attach") else "head"
-        lines = [f"checkpoint {path} does not fit the {kind}:"]
+        lines = [f"checkpoint {path} does not fit the {what}:"]
         if missing:
             lines.append(f"  missing {len(missing)} tensors, e.g. {missing[:3]}")
         if unexpected:

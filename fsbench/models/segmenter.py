@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fsbench.models.checkpoint import class_path
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -59,7 +61,7 @@ class Segmenter(nn.Module):
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
-            "_target_": f"{type(self).__module__}.{type(self).__qualname__}",
+            "_target_": class_path(self),
             "encoder_name": encoder_name,
             "encoder_weights": encoder_weights,
             "num_classes": num_classes,
