@@ -10,11 +10,13 @@ import hydra.utils
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
+from fsbench.examples import take_per_image, write_worst_best
+from fsbench.fast import apply_fast_paths
 from fsbench.heads import AnomalyHead
 from fsbench.lit import AnomalyEvaluation, SegmentationTask
+from fsbench.loggers import make_loggers, show_progress
 from fsbench.models import load_segmenter
 from fsbench.models.checkpoint import initialise_from, load_head_state
 from fsbench.report import PROTOCOL, write_json_atomic, write_results
@@ -23,6 +25,11 @@ from fsbench.report import PROTOCOL, write_json_atomic, write_results
 def _selected_heads(cfg: DictConfig) -> dict[str, AnomalyHead]:
     heads = cfg.get("head") or {}
     return {name: hydra.utils.instantiate(head_cfg) for name, head_cfg in heads.items()}
+
+
+def _extra_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """Lightning callbacks from ``callbacks: {name: {_target_: ...}}`` (e.g. early stopping)."""
+    return [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
 
 
 def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
@@ -44,6 +51,17 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     if cfg.get("init_from"):
         initialise_from(segmenter, cfg.init_from)
         print(f"segmenter weights initialised from {cfg.init_from}")
+    fast = cfg.get("fast") or {}
+    if fast.get("autocast"):
+        raise ValueError(
+            "train.py takes mixed precision from Lightning: pass trainer.precision=bf16-mixed "
+            "(or 16-mixed on a GPU) instead of fast.autocast"
+        )
+    apply_fast_paths(
+        segmenter,
+        channels_last=fast.get("channels_last", False),
+        compile=fast.get("compile", False),
+    )
     task = SegmentationTask(
         segmenter,
         optimizer=hydra.utils.instantiate(cfg.optimizer),
@@ -62,8 +80,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     trainer = hydra.utils.instantiate(
         cfg.trainer,
         default_root_dir=str(output_dir),
-        callbacks=[checkpoints],
-        logger=CSVLogger(str(output_dir), name="", version=""),
+        callbacks=[checkpoints, *_extra_callbacks(cfg)],
+        logger=make_loggers(cfg.get("logger", "csv"), output_dir),
+        enable_progress_bar=show_progress(cfg.trainer.get("enable_progress_bar", True)),
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.resume_from)
     last = output_dir / "checkpoints" / "last.ckpt"
@@ -71,6 +90,14 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     print(f"checkpoint: {last}")
     return {"checkpoint": str(last), **metrics}
+
+
+def _fit_device(cfg: DictConfig) -> torch.device:
+    """The device heads are fitted on: the trainer's GPU when it uses one, else the CPU."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def find_latest_checkpoint(*roots: str | Path) -> Path:
@@ -101,9 +128,19 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     print(f"checkpoint: {checkpoint}")
     segmenter = load_segmenter(checkpoint)
     heads = _selected_heads(cfg)
+    fast = cfg.get("fast") or {}
+    apply_fast_paths(
+        segmenter,
+        heads.values(),
+        autocast=fast.get("autocast"),
+        channels_last=fast.get("channels_last", False),
+        compile=fast.get("compile", False),
+    )
     datamodule = hydra.utils.instantiate(cfg.data)
+    segmenter.to(_fit_device(cfg))  # heads are fitted where the evaluation will run
     for name, head in heads.items():
         head.attach(segmenter)
+        head.to(_fit_device(cfg))
         if head.trained_with_segmenter:
             load_head_state(checkpoint, head)
         if head.requires_fit:
@@ -124,11 +161,17 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         anomaly_datasets=list(datamodule.anomaly_sets),
         inlier_dataset=inlier,
         ignore_index=cfg.ignore_index,
-        per_image=cfg.per_image,
+        per_image=cfg.per_image or cfg.get("report_images", 0) > 0,  # the figure needs it
     )
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, default_root_dir=str(output_dir))
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        logger=False,
+        default_root_dir=str(output_dir),
+        enable_progress_bar=show_progress(cfg.trainer.get("enable_progress_bar", True)),
+    )
     started = time.perf_counter()
     trainer.test(module, dataloaders=list(loaders.values()), verbose=False)
+    per_image = take_per_image(module.results, keep=cfg.per_image)
     payload = {
         "protocol": PROTOCOL,
         "checkpoint": str(checkpoint),
@@ -143,6 +186,9 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     from fsbench.plots import plot_curves  # matplotlib is imported only when plotting
 
     plot_curves(module.curves, module.results, output_dir)
+    anomaly_sets = {name: loaders[name].dataset for name in datamodule.anomaly_sets}
+    k = cfg.get("report_images", 0)
+    write_worst_best(segmenter, heads, anomaly_sets, per_image, k, output_dir)
     print(table)
     print(f"results: {output_dir / 'results.json'}")
     return payload

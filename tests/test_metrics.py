@@ -274,10 +274,13 @@ def _two_process_sync(rank0_batches, rank1_batches) -> dict[str, float]:
     rank1 = AnomalyMetrics()
     for score, target in rank1_batches:
         rank1.update(torch.from_numpy(score), torch.from_numpy(target))
-    gathered = iter([rank1.counts.clone()])
+    # Every state has its own shape (counts, label_values, non_finite): gather by shape.
+    states = {tuple(rank1.counts.shape): rank1.counts.clone()}
+    states[tuple(rank1.label_values.shape)] = rank1.label_values.clone()
+    states[tuple(rank1.non_finite.shape)] = rank1.non_finite.clone()
 
     def fake_all_gather(tensor, group=None):
-        return [tensor, next(gathered)]
+        return [tensor, states[tuple(tensor.shape)]]
 
     rank0 = AnomalyMetrics(dist_sync_fn=fake_all_gather, distributed_available_fn=lambda: True)
     for score, target in rank0_batches:

@@ -243,6 +243,12 @@ class AnomalyMetrics(torchmetrics.Metric):
         bin_bits: histogram resolution, 10..26; memory 2**(bin_bits + 4) bytes.
         per_image: also keep, per updated image, its exact AP (NaN without both classes) and its
             anomaly pixel fraction among valid pixels; ``compute()`` then adds ``"per_image"``.
+        deferred_checks: keep ``update`` free of host-device synchronisation: the label and
+            non-finite checks are counted on the device and raised at ``compute()`` (naming the
+            values and counts, not the first position), and the histogram is filled with one
+            ``index_add_`` into ``counts``. ``None`` (default) defers on CUDA, where a
+            synchronisation per update would stall the next batch's forward, and checks at once
+            on the CPU, where it costs nothing. Both give identical counts.
     """
 
     full_state_update = False
@@ -257,6 +263,7 @@ class AnomalyMetrics(torchmetrics.Metric):
         fpr_at_tpr: float = 0.95,
         bin_bits: int = DEFAULT_BIN_BITS,
         per_image: bool = False,
+        deferred_checks: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -274,6 +281,15 @@ class AnomalyMetrics(torchmetrics.Metric):
         self.add_state(
             "counts", default=torch.zeros(2, 2**bin_bits, dtype=torch.int64), dist_reduce_fx="sum"
         )
+        self.deferred_checks = deferred_checks
+        # Deferred checks: label values seen (0..255; 256 = any other value) and the number of
+        # non-finite scores on non-void pixels, counted on the device.
+        self.add_state(
+            "label_values", default=torch.zeros(257, dtype=torch.int64), dist_reduce_fx="sum"
+        )
+        self.add_state(
+            "non_finite", default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum"
+        )
         if per_image:
             self.add_state("image_ap", default=[], dist_reduce_fx="cat")
             self.add_state("image_anomaly_fraction", default=[], dist_reduce_fx="cat")
@@ -288,6 +304,14 @@ class AnomalyMetrics(torchmetrics.Metric):
         if score.is_complex() or score.dtype == torch.bool:
             raise ValueError(f"scores must be real numbers, got dtype {score.dtype}")
         score, target = score.detach(), target.detach()
+        deferred = self.deferred_checks
+        if deferred is None:
+            deferred = score.device.type == "cuda"
+        if deferred:
+            self._update_deferred(score.to(torch.float32), target)
+            if self.per_image:
+                self._add_per_image(score, target)
+            return
         self._check_labels(target)
         score32 = score.to(torch.float32)
         finite = torch.isfinite(score32)
@@ -309,6 +333,42 @@ class AnomalyMetrics(torchmetrics.Metric):
                 f"anomaly labels hold unexpected values {found}; expected {{0, 1, "
                 f"{self.ignore_index}}} (0 = inlier, 1 = anomaly, {self.ignore_index} = void). "
                 f"Is void stored as 2? Remap it to {self.ignore_index} explicitly"
+            )
+
+    def _update_deferred(self, score32: Tensor, target: Tensor) -> None:
+        """``update`` without a host-device synchronisation (see ``deferred_checks``)."""
+        if score32.numel() == 0:
+            return
+        target = target.reshape(-1).to(torch.int64)
+        code = torch.where((target < 0) | (target > 255), 256, target)
+        self.label_values += torch.bincount(code, minlength=257)
+        score32 = score32.reshape(-1)
+        finite = torch.isfinite(score32)
+        valid = target != self.ignore_index
+        self.non_finite += (valid & ~finite).sum()
+        bins = _ordered_int32(torch.where(finite, score32, 0.0)) >> (32 - self.bin_bits)
+        offset = 1 << (self.bin_bits - 1)
+        row = (target == 1).to(torch.int64)  # void and unexpected labels carry weight 0
+        slot = row * (1 << self.bin_bits) + (bins.to(torch.int64) + offset)
+        weight = (valid & ((target == 0) | (target == 1))).to(torch.int64)
+        self.counts.view(-1).index_add_(0, slot, weight)
+
+    def _raise_deferred(self) -> None:
+        """Raise what the deferred checks counted (one synchronisation, at compute time)."""
+        seen = torch.nonzero(self.label_values).squeeze(1).tolist()
+        unexpected = [v for v in seen if v not in (0, 1, self.ignore_index)]
+        if unexpected:
+            names = ["other (<0 or >255)" if v == 256 else v for v in unexpected]
+            raise ValueError(
+                f"anomaly labels held unexpected values {names}; expected {{0, 1, "
+                f"{self.ignore_index}}} (0 = inlier, 1 = anomaly, {self.ignore_index} = void). "
+                f"Is void stored as 2? Remap it to {self.ignore_index} explicitly"
+            )
+        if int(self.non_finite):
+            raise ValueError(
+                f"{int(self.non_finite)} non-void pixels had non-finite scores (NaN or +-inf, "
+                "including values beyond the float32 range); scores are never silently dropped. "
+                "Fix the score map (AnomalyMetrics(deferred_checks=False) names the first one)"
             )
 
     def _add_to_histogram(self, score32: Tensor, target: Tensor) -> None:
@@ -347,10 +407,20 @@ class AnomalyMetrics(torchmetrics.Metric):
 
     def _cumulative_counts(self) -> tuple[Tensor, Tensor, Tensor]:
         """tps, fps (int64) and the bins, at each non-empty bin, highest scores first."""
+        self._raise_deferred()
         occupied = torch.nonzero(self.counts.sum(0)).squeeze(1).flip(0)
         tps = torch.cumsum(self.counts[1, occupied], 0)
         fps = torch.cumsum(self.counts[0, occupied], 0)
         return tps, fps, occupied
+
+    def cumulative_counts(self) -> tuple[Tensor, Tensor]:
+        """``tps, fps``: int64 [T] counts at or above each occupied bin, highest scores first.
+
+        The counts :func:`ranking_metrics` turns into AP / AUROC / FPR95; other rules (the
+        FPR95 variants of :mod:`fsbench.metrics.protocols`) read the same curve.
+        """
+        tps, fps, _ = self._cumulative_counts()
+        return tps, fps
 
     def compute(self) -> dict[str, Any]:
         """Pool every update (and every process) and return the metrics dict."""

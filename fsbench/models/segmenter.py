@@ -73,6 +73,12 @@ class Segmenter(nn.Module):
         }
         self.num_classes = num_classes
         self.feature_channels = decoder_channels
+        if encoder_name not in smp.encoders.get_encoder_names():
+            raise ValueError(
+                f"unknown encoder {encoder_name!r}; segmentation_models_pytorch has "
+                f"{', '.join(smp.encoders.get_encoder_names())}. Set model.encoder_name=NAME "
+                "(e.g. resnet18, resnet101)"
+            )
         net = smp.DeepLabV3Plus(
             encoder_name=encoder_name,
             encoder_weights=encoder_weights,
@@ -88,6 +94,11 @@ class Segmenter(nn.Module):
         self.size_multiple = 2 ** len(self.encoder.out_channels[1:])
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        # Fast paths (set with fsbench.fast.apply_fast_paths; run-time settings, not saved):
+        # encoder and decoder under autocast to this dtype, features returned in float32;
+        # inputs converted to channels_last memory format.
+        self.autocast_dtype: torch.dtype | None = None
+        self.channels_last = False
 
     def extract_features(self, images: Tensor) -> Tensor:
         """Decoder features [N, D, ceil(H/4), ceil(W/4)] of images float [N, 3, H, W] in [0, 1]."""
@@ -101,7 +112,16 @@ class Segmenter(nn.Module):
         pad_w = -width % self.size_multiple
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        features = self.decoder(self.encoder(x))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is None:
+            features = self.decoder(self.encoder(x))
+        else:
+            # Reduced precision for the heavy part only: the classifier, the logits and every
+            # head's score stay float32, so scores are not quantised to a 16-bit mantissa.
+            with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+                features = self.decoder(self.encoder(x))
+            features = features.float()
         return features[..., : -(-height // 4), : -(-width // 4)]
 
     def classify(self, features: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
