@@ -52,6 +52,11 @@ class SegmentationDataModule(L.LightningDataModule):
             raise ValueError(
                 f"this data config defines no {role} set; set data.{role} in the config"
             )
+        if hasattr(dataset, "__len__") and len(dataset) == 0:
+            raise ValueError(
+                f"the {role} set ({type(dataset).__name__}) is empty; check data.{role} in the "
+                "config: its root folder, split and file pattern, or its length"
+            )
         return DataLoader(
             dataset,
             batch_size=batch_size,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -94,3 +96,42 @@ class SegmentationTask(L.LightningModule):
         checkpoint[SEGMENTER_CONFIG_KEY] = dict(self.segmenter.config)
         checkpoint["fsbench_run_config"] = self.run_config
         checkpoint[HEAD_CLASS_KEY] = None if self.head is None else class_path(self.head)
+        checkpoint[RNG_STATES_KEY] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Dropout and the shuffling sampler draw from these generators: restoring them makes a
+        # resumed run take the same steps as an uninterrupted one.
+        if RNG_STATES_KEY in checkpoint:
+            restore_rng_states(checkpoint[RNG_STATES_KEY])
+
+
+RNG_STATES_KEY = "fsbench_rng_states"
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random generators (python, numpy, torch CPU and CUDA) as plain values.
+
+    Tensors, ints, strings and tuples only, so a checkpoint holding them still loads with
+    ``torch.load(weights_only=True)``.
+    """
+    name, keys, position, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - the global one
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Set the global random generators to what :func:`rng_states` returned."""
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached = states["numpy"]
+    keys = keys.numpy().astype(np.uint32)
+    np.random.set_state((name, keys, position, has_gauss, cached))  # noqa: NPY002
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -6,6 +6,7 @@ A training checkpoint carries the constructor arguments of its segmenter under t
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import hydra.utils
@@ -26,25 +27,67 @@ def class_path(obj: object) -> str:
 def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Return the segmenter stored in a ``train.py`` checkpoint, in eval mode."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} does not exist; train one with `python train.py` or pass "
-            "checkpoint=PATH to evaluate.py"
-        )
-    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    checkpoint = read_checkpoint(path, map_location)
     if SEGMENTER_CONFIG_KEY not in checkpoint:
         raise ValueError(
             f"{path} has no '{SEGMENTER_CONFIG_KEY}' entry: it was not written by fsbench's "
             "train.py (SegmentationTask). Wrap your weights with fsbench.models.save_segmenter."
         )
-    segmenter = hydra.utils.instantiate(dict(checkpoint[SEGMENTER_CONFIG_KEY]))
+    config = dict(checkpoint[SEGMENTER_CONFIG_KEY])
+    pretrained = config.get("encoder_weights")
+    if pretrained is not None:
+        # The checkpoint holds every weight: building the encoder without its pretrained
+        # weights skips a download, so checkpoints load offline (submission containers).
+        config["encoder_weights"] = None
+    segmenter = hydra.utils.instantiate(config)
+    if pretrained is not None:
+        segmenter.config["encoder_weights"] = pretrained
     state = {
         key[len(SEGMENTER_PREFIX) :]: value
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(SEGMENTER_PREFIX)
     }
-    _load_state_strict(segmenter, state, path)
+    config = checkpoint[SEGMENTER_CONFIG_KEY]
+    described = (
+        f"segmenter its config describes (encoder {config.get('encoder_name')}, "
+        f"{config.get('num_classes')} classes)"
+    )
+    _load_state_strict(segmenter, state, path, described)
     return segmenter.eval()
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The dict stored in a checkpoint file, loaded with ``torch.load(weights_only=True)``.
+
+    Only tensors and plain containers are unpickled, so a checkpoint cannot run code when it is
+    read; ``train.py`` checkpoints hold nothing else.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist; train one with `python train.py` or pass "
+            "checkpoint=PATH to evaluate.py"
+        )
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"checkpoint {path} cannot be read with torch.load(weights_only=True): it is not a "
+            "PyTorch file, or it pickles objects other than tensors and plain containers "
+            f"({_unsupported(error)}). Pass a checkpoint written by train.py"
+        ) from None
+    except (RuntimeError, EOFError, KeyError) as error:  # truncated or non-torch files
+        raise ValueError(
+            f"checkpoint {path} is not a readable PyTorch file ({str(error)[:80]}); "
+            "was it truncated by a killed job? Pass another checkpoint, e.g. one of "
+            "<run>/checkpoints/step*.ckpt"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(
+            f"checkpoint {path} holds a {type(checkpoint).__name__}, not a train.py checkpoint "
+            "dict; wrap bare weights with fsbench.models.save_segmenter"
+        )
+    return checkpoint
 
 
 def load_head_state(path: str | Path, head: nn.Module, map_location="cpu") -> None:
@@ -54,7 +97,7 @@ def load_head_state(path: str | Path, head: nn.Module, map_location="cpu") -> No
     clear error if the checkpoint was trained without this kind of head.
     """
     path = Path(path)
-    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    checkpoint = read_checkpoint(path, map_location)
     wanted = class_path(head)
     trained = checkpoint.get(HEAD_CLASS_KEY)
     if trained != wanted:
@@ -70,6 +113,12 @@ def load_head_state(path: str | Path, head: nn.Module, map_location="cpu") -> No
         if key.startswith(HEAD_PREFIX)
     }
     _load_state_strict(head, state, path, "head")
+
+
+def _unsupported(error: Exception) -> str:
+    """The line of torch's weights-only error that names the offending class."""
+    lines = [line for line in str(error).splitlines() if "Unsupported global" in line]
+    return lines[0].strip() if lines else type(error).__name__
 
 
 ARCHITECTURE_KEYS = ("_target_", "encoder_name", "num_classes", "output_stride", "decoder_channels")
