@@ -9,6 +9,10 @@ Every reader yields ``{image: float32 [3, H, W] in [0, 1], anomaly: uint8 [H, W]
 1 anomaly, 255 void), name: str}``. ``resize=(H, W)`` shrinks only the image (to save time);
 ``anomaly`` stays at the label's native resolution, and the evaluation upsamples the scores to
 it, which is what the benchmarks score. Layouts, encodings and downloads: ``docs/datasets.md``.
+
+Each reader also reads the community layouts of its set (:mod:`fsbench.data.layouts`): with
+``layout="auto"`` (the default) it picks the one found under ``root``; ``layout=NAME`` forces one;
+``label_map={stored: meaning}`` remaps label values explicitly (never guessed).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +39,16 @@ from fsbench.data.check import (
     require_file,
 )
 from fsbench.data.cityscapes import DOWNLOAD as CITYSCAPES_DOWNLOAD
+from fsbench.data.layouts import (
+    AUTO,
+    FS_LABEL,
+    Layout,
+    index_paired,
+    merge_label_map,
+    other_layouts_text,
+    resolve_layout,
+)
 
-FS_LABEL = re.compile(r"^(\d+)_(.+)_labels\.png$")
 FS_OVERLAY = re.compile(r"^(\d+)_(.+)_rgb\.npz$")
 LEFT_SUFFIX = "_leftImg8bit.png"
 
@@ -101,7 +114,81 @@ def _fs_files(folder: Path, pattern: re.Pattern) -> tuple[dict[int, tuple[str, P
     return by_id, problems
 
 
-class FishyscapesLostAndFound(LabelledImages):
+class LayoutReader(LabelledImages):
+    """A reader of one dataset in any of its layouts (:data:`fsbench.data.layouts.LAYOUTS`).
+
+    Subclasses set ``dataset_key``, decide whether the official layout is present, and call
+    :meth:`_read_community`; when it returns False they index the official layout themselves,
+    inside :meth:`_official_errors`.
+    """
+
+    dataset_key: str = ""
+
+    def _read_community(
+        self,
+        layout: str,
+        label_map: Mapping | None,
+        official_found: bool,
+        scan: bool,
+        version: int = 3,
+    ) -> bool:
+        """Pick the layout; read a community one here (True) or leave the official one (False)."""
+        spec, folder = resolve_layout(self.dataset_key, self.root, layout, official_found, version)
+        self.layout: str = spec.name
+        self.label_values, extra = merge_label_map(spec.encoding, label_map)
+        self.expected_description = spec.encoding_text + extra
+        self._explain_layouts = layout == AUTO and not official_found
+        if not spec.paired:
+            return False
+        assert folder is not None
+        self.title = f"{self.title} ({spec.name} layout)"
+        self.root = folder
+        index = index_paired(spec, folder, self.title, version)
+        self.notes += index.notes
+        self.problems = index.problems
+        self._check_webp(index.samples, folder)
+        self._finish(index.samples, index.orphan_images, index.orphan_labels, scan=scan)
+        return True
+
+    @contextmanager
+    def _official_errors(self):
+        """Official-layout errors name the community layouts too when none was found."""
+        try:
+            yield
+        except DatasetError as error:
+            if not getattr(self, "_explain_layouts", False):
+                raise
+            raise DatasetError(str(error) + other_layouts_text(self.dataset_key)) from error
+
+    def _check_webp(self, samples: Sequence[Sample], folder: Path) -> None:
+        if any(s.image.suffix.lower() == ".webp" for s in samples) and not features.check("webp"):
+            raise DatasetError(
+                f"{self.title}: the images in {folder} are WebP, but this Pillow was built "
+                "without WebP support (PIL.features.check('webp') is False). Install a Pillow "
+                "wheel with WebP (pip install --force-reinstall pillow) or convert the images "
+                "to PNG with the same names."
+            )
+
+
+def _has(folder: Path, pattern: str | re.Pattern) -> bool:
+    """Whether ``folder`` is a folder holding a file whose name matches ``pattern``."""
+    if not folder.is_dir():
+        return False
+    if isinstance(pattern, str):
+        return any(folder.glob(pattern))
+    return any(pattern.match(path.name) for path in folder.iterdir())
+
+
+def fs_label_folder(root: Path) -> Path | None:
+    """The folder of official ``DDDD_<LAF id>_labels.png`` files: ``root`` or its
+    ``fishyscapes_lostandfound/``."""
+    for folder in (root, root / "fishyscapes_lostandfound"):
+        if _has(folder, FS_LABEL):
+            return folder
+    return None
+
+
+class FishyscapesLostAndFound(LayoutReader):
     """Fishyscapes Lost & Found validation set (Blum et al., IJCV 2021): 100 labelled frames.
 
     Labels ``root/DDDD_<LAF id>_labels.png`` hold 0 inlier, 1 anomaly, 255 void; the images are
@@ -111,25 +198,47 @@ class FishyscapesLostAndFound(LabelledImages):
     does. Lost and Found frames without a Fishyscapes label are not part of the set.
 
     Args:
-        root: the folder holding the unzipped ``DDDD_*_labels.png`` files.
-        laf_root: the Lost and Found root holding ``leftImg8bit/``.
+        root: the folder holding the unzipped ``DDDD_*_labels.png`` files, or the folder holding
+            that one as ``fishyscapes_lostandfound/``; or the root of a community layout.
+        laf_root: the Lost and Found root holding ``leftImg8bit/`` (official layout only).
         resize: optional (H, W) for the image only; ``anomaly`` keeps the label's resolution.
         scan: read every file at construction and refuse the set on any error.
+        layout: ``auto`` (the one found), ``official``, ``synboost``, ``validation_dataset`` or
+            ``flat`` (see :mod:`fsbench.data.layouts`).
+        label_map: explicit remapping of stored label values, e.g. ``{2: 255}``.
     """
 
     title = "Fishyscapes Lost & Found"
     download = FS_LAF_DOWNLOAD
+    dataset_key = "fs_lost_and_found"
 
     def __init__(
         self,
         root: str | Path,
-        laf_root: str | Path,
+        laf_root: str | Path | None = None,
         resize: Sequence[int] | None = None,
         scan: bool = False,
+        layout: str = AUTO,
+        label_map: Mapping | None = None,
     ) -> None:
         super().__init__(root, resize)
-        self.laf_root = Path(laf_root).expanduser()
+        self.laf_root = Path(laf_root).expanduser() if laf_root is not None else None
         require_dir(self.root, "Fishyscapes Lost & Found labels", FS_LAF_DOWNLOAD)
+        labels_folder = fs_label_folder(self.root)
+        official = labels_folder is not None and self.laf_root is not None
+        official = official and (self.laf_root / "leftImg8bit").is_dir()
+        if self._read_community(layout, label_map, official, scan):
+            return
+        self.root = labels_folder or self.root
+        with self._official_errors():
+            self._index_official(scan)
+
+    def _index_official(self, scan: bool) -> None:
+        if self.laf_root is None:
+            raise DatasetError(
+                f"{self.title}: the official layout needs laf_root, the Lost and Found root "
+                f"holding leftImg8bit/ (data.shared.lostandfound_root). {LAF_DOWNLOAD}"
+            )
         left = require_dir(self.laf_root / "leftImg8bit", "Lost and Found images", LAF_DOWNLOAD)
         if not any((left / split).is_dir() for split in ("train", "test")):
             raise DatasetError(
@@ -165,7 +274,7 @@ class FishyscapesLostAndFound(LabelledImages):
         self._finish(samples, scan=scan)
 
 
-class FishyscapesStatic(LabelledImages):
+class FishyscapesStatic(LayoutReader):
     """Fishyscapes Static validation set (Blum et al., IJCV 2021): objects blended into Cityscapes.
 
     ``root/fs_val_v{version}/`` holds ``DDDD_<Cityscapes id>_labels.png`` (0 inlier, 1 anomaly,
@@ -175,20 +284,27 @@ class FishyscapesStatic(LabelledImages):
     only: version 3 also pastes Cityscapes objects as negatives, so "overlay != 0" is no label.
 
     Args:
-        root: the folder holding ``fs_val_v{version}/``.
-        cityscapes_root: the Cityscapes root holding ``leftImg8bit/``.
+        root: the folder holding ``fs_val_v{version}/``, or the root of a community layout.
+        cityscapes_root: the Cityscapes root holding ``leftImg8bit/`` (official layout only).
         version: 1, 2 or 3 (the benchmark's current one, 30 frames).
         resize: optional (H, W) for the image only; ``anomaly`` keeps the label's resolution.
         scan: read every file at construction and refuse the set on any error.
+        layout: ``auto``, ``official``, ``synboost``, ``validation_dataset`` or ``preblended``
+            (community layouts hold the blended images themselves).
+        label_map: explicit remapping of stored label values, e.g. ``{2: 255}``.
     """
+
+    dataset_key = "fs_static"
 
     def __init__(
         self,
         root: str | Path,
-        cityscapes_root: str | Path,
+        cityscapes_root: str | Path | None = None,
         version: int = 3,
         resize: Sequence[int] | None = None,
         scan: bool = False,
+        layout: str = AUTO,
+        label_map: Mapping | None = None,
     ) -> None:
         super().__init__(root, resize)
         if version not in (1, 2, 3):
@@ -196,7 +312,22 @@ class FishyscapesStatic(LabelledImages):
         self.version = version
         self.title = f"Fishyscapes Static v{version}"
         self.download = _fs_download_static(version)
-        self.cityscapes_root = Path(cityscapes_root).expanduser()
+        self.cityscapes_root = (
+            Path(cityscapes_root).expanduser() if cityscapes_root is not None else None
+        )
+        official = _has(self.root / f"fs_val_v{version}", FS_OVERLAY)
+        if self._read_community(layout, label_map, official, scan, version):
+            return
+        with self._official_errors():
+            self._index_official(scan)
+
+    def _index_official(self, scan: bool) -> None:
+        version = self.version
+        if self.cityscapes_root is None:
+            raise DatasetError(
+                f"{self.title}: the official layout needs cityscapes_root, the Cityscapes root "
+                f"holding leftImg8bit/ with the base frames. {CITYSCAPES_DOWNLOAD}"
+            )
         folder = require_dir(self.root / f"fs_val_v{version}", self.title, self.download)
         left = require_dir(
             self.cityscapes_root / "leftImg8bit", "Cityscapes base images", CITYSCAPES_DOWNLOAD
@@ -244,6 +375,8 @@ class FishyscapesStatic(LabelledImages):
         self._finish(samples, orphan_images=orphan_overlays, scan=scan)
 
     def load_image(self, sample: Sample) -> np.ndarray:
+        if sample.overlay is None:  # community layouts store the blended image itself
+            return read_rgb(sample.image)
         base = read_rgb(sample.image)
         overlay = read_overlay(sample.overlay)
         if overlay.shape != base.shape:
@@ -282,28 +415,42 @@ def read_overlay(path: Path) -> np.ndarray:
     return np.clip(overlay, -255, 255).astype(np.int16)
 
 
-class RoadAnomaly(LabelledImages):
+class RoadAnomaly(LayoutReader):
     """Road Anomaly (Lis et al., ICCV 2019): 60 web images of obstacles and animals on roads.
 
     ``root`` (the unzipped ``RoadAnomaly_jpg``) holds ``frame_list.json`` (the image file names),
     ``frames/<name>.jpg`` and ``frames/<name>.labels/labels_semantic.png`` with 0 background and
     2 anomaly, read as 0 / 1; the set has no void. Any other stored value is refused. The images
-    need not share one resolution: evaluate with batch size 1.
+    need not share one resolution: evaluate with batch size 1. ``root`` may also hold
+    ``RoadAnomaly_jpg/``; ``layout`` and ``label_map`` as for the other readers (community
+    layouts: ``synboost``, ``validation_dataset``).
     """
 
     title = "Road Anomaly"
     download = RA_DOWNLOAD
     label_values = {0: 0, 2: 1}
     expected_description = "0 (background) and 2 (anomaly), no void"
+    dataset_key = "road_anomaly"
 
     def __init__(
         self,
         root: str | Path,
         resize: Sequence[int] | None = None,
         scan: bool = False,
+        layout: str = AUTO,
+        label_map: Mapping | None = None,
     ) -> None:
         super().__init__(root, resize)
         require_dir(self.root, self.title, RA_DOWNLOAD)
+        if (self.root / "RoadAnomaly_jpg" / "frame_list.json").is_file():
+            self.root = self.root / "RoadAnomaly_jpg"
+        official = (self.root / "frame_list.json").is_file()
+        if self._read_community(layout, label_map, official, scan):
+            return
+        with self._official_errors():
+            self._index_official(scan)
+
+    def _index_official(self, scan: bool) -> None:
         listing_file = require_file(self.root / "frame_list.json", self.title, RA_DOWNLOAD)
         frames = require_dir(self.root / "frames", self.title, RA_DOWNLOAD)
         try:
@@ -350,7 +497,12 @@ class RoadAnomaly(LabelledImages):
         self._finish(samples, orphan_images=orphan_images, scan=scan)
 
     def unexpected_values_hint(self, values: Sequence[int]) -> str:
-        if 1 in values or VOID in values:
+        if self.layout == "synboost" and 2 in values:
+            return (
+                "value 2 is the anomaly value of the original labels_semantic.png files; "
+                "SynBoost's road_anomaly/labels hold 0 / 1"
+            )
+        if self.layout in ("official", "validation_dataset") and (1 in values or VOID in values):
             return (
                 "values 1 / 255 suggest an already converted copy (0/1/255); the original "
                 "labels_semantic.png files hold only 0 and 2"
@@ -365,7 +517,7 @@ SMIYC_TRACKS = {
 SMIYC_LABEL_SUFFIX = "_labels_semantic.png"
 
 
-class SegmentMeIfYouCan(LabelledImages):
+class SegmentMeIfYouCan(LayoutReader):
     """SegmentMeIfYouCan (Chan et al., NeurIPS 2021 datasets track): the labelled frames.
 
     A track folder (``dataset_AnomalyTrack`` for RoadAnomaly21, ``dataset_ObstacleTrack`` for
@@ -382,6 +534,9 @@ class SegmentMeIfYouCan(LabelledImages):
             30 labelled frames).
         resize: optional (H, W) for the image only; ``anomaly`` keeps the label's resolution.
         scan: read every file at construction and refuse the set on any error.
+        layout: ``auto``, ``official`` or ``validation_dataset`` (folders ``RoadAnomaly21``,
+            ``RoadObsticle21``).
+        label_map: explicit remapping of stored label values, e.g. ``{2: 255}``.
     """
 
     download = SMIYC_DOWNLOAD
@@ -392,20 +547,30 @@ class SegmentMeIfYouCan(LabelledImages):
         track: str = "anomaly",
         resize: Sequence[int] | None = None,
         scan: bool = False,
+        layout: str = AUTO,
+        label_map: Mapping | None = None,
     ) -> None:
         super().__init__(root, resize)
         if track not in SMIYC_TRACKS:
             raise ValueError(f"track must be one of {list(SMIYC_TRACKS)}, got {track!r}")
         self.track = track
+        self.dataset_key = f"smiyc_{track}"
         folder_name, self.title = SMIYC_TRACKS[track]
-        if track == "obstacle":
-            self.expected_description = "0 road, 1 obstacle, 255 void (off the road)"
         require_dir(self.root, self.title, SMIYC_DOWNLOAD)
+        official = (self.root / folder_name).is_dir() or _has(
+            self.root / "labels_masks", f"*{SMIYC_LABEL_SUFFIX}"
+        )
+        if self._read_community(layout, label_map, official, scan):
+            return
+        with self._official_errors():
+            self._index_official(folder_name, scan)
+
+    def _index_official(self, folder_name: str, scan: bool) -> None:
         other = next(name for name, _ in SMIYC_TRACKS.values() if name != folder_name)
         if (self.root / folder_name).is_dir():
             self.root = self.root / folder_name
         elif self.root.name == other:
-            raise DatasetError(f"{self.root} is the {other} folder, but track={track!r}")
+            raise DatasetError(f"{self.root} is the {other} folder, but track={self.track!r}")
         elif not (self.root / "images").is_dir():
             raise DatasetError(
                 f"{self.title}: neither {self.root / folder_name} nor {self.root / 'images'} "
@@ -440,13 +605,7 @@ class SegmentMeIfYouCan(LabelledImages):
             self.notes.append(
                 f"{unlabelled} image(s) without a label are skipped (the unlabelled test frames)"
             )
-        if any(s.image.suffix.lower() == ".webp" for s in samples) and not features.check("webp"):
-            raise DatasetError(
-                f"{self.title}: the images in {image_dir} are WebP, but this Pillow was built "
-                "without WebP support (PIL.features.check('webp') is False). Install a Pillow "
-                "wheel with WebP (pip install --force-reinstall pillow) or convert the images "
-                "to PNG with the same names."
-            )
+        self._check_webp(samples, image_dir)
         self.problems = problems
         self._finish(samples, orphan_labels=orphan_labels, scan=scan)
 
@@ -454,7 +613,10 @@ class SegmentMeIfYouCan(LabelledImages):
 __all__ = [
     "FishyscapesLostAndFound",
     "FishyscapesStatic",
+    "Layout",
+    "LayoutReader",
     "RoadAnomaly",
     "SegmentMeIfYouCan",
+    "fs_label_folder",
     "read_overlay",
 ]

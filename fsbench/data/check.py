@@ -38,7 +38,12 @@ ANOMALY_VALUES = {0: "inlier", 1: "anomaly", VOID: "void"}
 VOID_AS_2_HINT = (
     "value 2 where void (255) is expected looks like a DenseHybrid-style pack that stores void "
     "as 2; fsbench does not guess encodings: use the benchmark's original label files, or "
-    "convert 2 -> 255 yourself and keep the converted copy apart"
+    "remap explicitly with label_map={2: 255} if you know that 2 means void in your copy"
+)
+LABEL_MAP_OPTION = (
+    "To read these values, remap them explicitly to 0 (inlier), 1 (anomaly) or 255 (void): "
+    "data.shared.label_map={{{example}}} on the command line, label_map={{{example}}} in Python "
+    "(or force the right layout with data.shared.layout=NAME)"
 )
 
 
@@ -206,10 +211,16 @@ class LabelledImages(Dataset):
         if bool((decoded < 0).any()):
             bad = sorted(int(v) for v in np.unique(raw[decoded < 0]))
             hint = self.unexpected_values_hint(bad)
+            expected = sorted(int(v) for v in np.nonzero(self._lut >= 0)[0])
+            option = ""
+            if self.kind == "anomaly":
+                option = ". " + LABEL_MAP_OPTION.format(example=f"{bad[0]}:255")
             raise DatasetError(
                 f"{sample.label}: unexpected label values [{listing(bad, 10)}]; "
-                f"{self.title} labels hold {self.expected_description}"
+                f"{self.title} labels hold {self.expected_description} "
+                f"(expected values [{listing(expected, 40)}])"
                 + (f". Hint: {hint}" if hint else "")
+                + option
             )
         return decoded.astype(np.uint8)
 
