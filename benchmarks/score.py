@@ -1,0 +1,96 @@
+"""Frames/s of ``fsbench score`` on 1024x2048 score maps, beside the time to only read the files.
+
+    python benchmarks/score.py [--frames 8] [--height 1024 --width 2048] [--protocols ...]
+
+Writes ``--frames`` float32 ``.npy`` score maps and a RoadAnomaly21-layout tree of label PNGs
+(0 / 1 / 255, blobby anomalies, a void band) into a temporary folder, then times:
+
+* the floor: ``numpy.load`` of every score map plus the label PNG that the scorer decodes;
+* ``fsbench score`` under each protocol (``smiyc`` reads everything twice: pixel pass, then the
+  component pass at the toolkit's threshold), and ``fishyscapes`` with ``--explain``.
+
+Files are read right after being written, so both columns read from the page cache: the
+comparison is of decoding and scoring cost, not of disk speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fsbench.data.anomaly_sets import SegmentMeIfYouCan
+from fsbench.data.check import read_label
+from fsbench.score import _parser, score_maps
+
+
+def write_tree(folder: Path, frames: int, height: int, width: int) -> list[str]:
+    """Label PNGs in the RoadAnomaly21 layout and one float32 score map per frame."""
+    rng = np.random.default_rng(0)
+    track = folder / "data" / "dataset_AnomalyTrack"
+    (track / "images").mkdir(parents=True)
+    (track / "labels_masks").mkdir()
+    (folder / "pred").mkdir()
+    names = [f"frame_{i:03d}" for i in range(frames)]
+    for name in names:
+        coarse = (rng.random((16, 32)) < 0.1).astype(np.uint8)
+        label = np.asarray(Image.fromarray(coarse).resize((width, height), Image.NEAREST))
+        label = label.copy()
+        label[: height // 8] = 255
+        Image.fromarray(label).save(track / "labels_masks" / f"{name}_labels_semantic.png")
+        # The scorer reads labels only; a small image keeps the tree quick to write.
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(track / "images" / f"{name}.png")
+        score = rng.random((height, width), dtype=np.float32) * 0.7 + 0.3 * (label == 1)
+        np.save(folder / "pred" / f"{name}.npy", score)
+    return names
+
+
+def floor(folder: Path) -> float:
+    """Seconds to read every score map and label once, nothing else."""
+    dataset = SegmentMeIfYouCan(folder / "data", track="anomaly")
+    started = time.perf_counter()
+    for sample in dataset.samples:
+        np.load(folder / "pred" / f"{sample.name}.npy")
+        read_label(sample.label)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--height", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument(
+        "--protocols", nargs="+", default=["fishyscapes", "per_image", "smiyc", "explain"]
+    )
+    args = parser.parse_args()
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        write_tree(folder, args.frames, args.height, args.width)
+        seconds = floor(folder)
+        rows["read only (floor)"] = args.frames / seconds
+        for protocol in args.protocols:
+            explain = protocol == "explain"
+            argv = [str(folder / "pred"), str(folder / "data"), "--data", "smiyc_anomaly"]
+            argv += ["--quiet", "--protocol", "fishyscapes" if explain else protocol]
+            options = _parser().parse_args(argv + (["--explain"] if explain else []))
+            dataset = SegmentMeIfYouCan(folder / "data", track="anomaly")
+            started = time.perf_counter()
+            score_maps(folder / "pred", dataset, options)
+            label = "fishyscapes --explain" if explain else protocol
+            rows[label] = args.frames / (time.perf_counter() - started)
+    size = f"{args.height}x{args.width}"
+    print(f"frames/s on {args.frames} score maps of {size} (float32 .npy, labels PNG):")
+    for name, rate in rows.items():
+        print(f"  {name:<24} {rate:8.2f}")
+    print(json.dumps({"size": size, "frames": args.frames, "frames_per_second": rows}))
+
+
+if __name__ == "__main__":
+    main()
