@@ -6,6 +6,8 @@ with the sign convention of fsbench: higher = more anomalous.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -27,7 +29,8 @@ class MaxSoftmax(AnomalyHead):
     def from_logits(logits: Tensor) -> Tensor:
         shifted = logits - logits.amax(dim=1, keepdim=True)
         is_max = torch.zeros_like(shifted, dtype=torch.bool)
-        is_max.scatter_(1, shifted.argmax(dim=1, keepdim=True), True)
+        # The value 1, not True: TorchScript's tracer has no scatter_ overload for a bool scalar.
+        is_max.scatter_(1, shifted.argmax(dim=1, keepdim=True), 1)
         rest = shifted.exp().masked_fill_(is_max, 0.0).sum(dim=1)
         return (rest / (1 + rest)).float()
 
@@ -169,12 +172,71 @@ class StandardizedMaxLogit(AnomalyHead):
 
 
 def class_boundaries(predicted: Tensor, width: int) -> Tensor:
-    """bool [N, 1, H, W]: pixels with another predicted class within ``width`` pixels (square)."""
-    labels = predicted[:, None].float()
-    size = 2 * width + 1
-    highest = F.max_pool2d(labels, size, stride=1, padding=width)
-    lowest = -F.max_pool2d(-labels, size, stride=1, padding=width)
-    return highest != lowest
+    """bool [N, 1, H, W]: pixels with another predicted class within ``width`` pixels (square).
+
+    predicted int [N, H, W]. The window is the (2 width + 1)^2 square around the pixel, clipped at
+    the image border; width 0 marks nothing.
+    """
+    return _boundaries_by_width(predicted, [width])[width]
+
+
+def _boundaries_by_width(predicted: Tensor, widths: list[int]) -> dict[int, Tensor]:
+    """:func:`class_boundaries` of predicted int [N, H, W] for each width, sharing the work.
+
+    A pixel has another class within width w iff some pixel within w - 1 of it has another class
+    among its 8 neighbours (walk from the pixel towards the other class: the first change of class
+    happens between 8-neighbours, the first of them within w - 1). So the width-1 boundary comes
+    from comparing 8-neighbours of the labels as they are (no float copy, no max filter), and
+    wider ones by dilating it, each width from the next smaller one.
+    """
+    if any(width < 0 for width in widths):
+        raise ValueError(f"class_boundaries: width must be >= 0, got {min(widths)}")
+    labels = predicted[:, None]
+    height, image_width = labels.shape[-2:]
+    near = torch.zeros_like(labels, dtype=torch.bool)
+    # Each pair of 8-neighbours once: right, down, down-right, down-left; both ends are marked.
+    for down, right in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        rows, cols = height - down, image_width - abs(right)
+        first = (..., slice(0, rows), slice(max(0, -right), max(0, -right) + cols))
+        second = (..., slice(down, down + rows), slice(max(0, right), max(0, right) + cols))
+        differs = labels[first] != labels[second]
+        near[first].logical_or_(differs)
+        near[second].logical_or_(differs)
+    masks: dict[int, Tensor] = {}
+    reached = 1
+    for width in sorted(set(widths)):
+        if width == 0:
+            masks[width] = torch.zeros_like(near)
+            continue
+        near = _dilate(near, width - reached)
+        masks[width], reached = near, width
+    return masks
+
+
+def _dilate(mask: Tensor, radius: int) -> Tensor:
+    """bool [..., H, W]: pixels within ``radius`` (square window, clipped) of a True pixel.
+
+    Separable: a square window is a row window, then a column window.
+    """
+    if radius < 1:
+        return mask
+    for dim in (-1, -2):
+        size = mask.shape[dim]
+        grown = mask.clone()
+        for shift in range(1, min(radius, size - 1) + 1):
+            grown.narrow(dim, shift, size - shift).logical_or_(mask.narrow(dim, 0, size - shift))
+            grown.narrow(dim, 0, size - shift).logical_or_(mask.narrow(dim, shift, size - shift))
+        mask = grown
+    return mask
+
+
+def _box_sum_3x3(x: Tensor) -> Tensor:
+    """Sums over the 3x3 neighbourhoods of x [..., H, W], border replicated; rows, then columns."""
+    for dim in (-1, -2):
+        size = x.shape[dim]
+        padded = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, size - 1, 1)], dim)
+        x = padded.narrow(dim, 0, size) + padded.narrow(dim, 1, size) + padded.narrow(dim, 2, size)
+    return x
 
 
 def suppress_boundaries(score: Tensor, predicted: Tensor, iterations: int, width: int) -> Tensor:
@@ -182,26 +244,43 @@ def suppress_boundaries(score: Tensor, predicted: Tensor, iterations: int, width
 
     score float [N, 1, H, W]; predicted int [N, H, W]. The boundary width shrinks linearly from
     ``width`` to 1 over ``iterations`` rounds; a boundary pixel without any non-boundary
-    neighbour keeps its value in that round.
+    neighbour keeps its value in that round. The neighbourhood is padded by replicating the
+    border. The boundaries depend on the prediction only, so all rounds' masks are made at once.
     """
-    box = torch.ones(1, 1, 3, 3, dtype=score.dtype, device=score.device)
-    for round_index in range(iterations):
-        current = max(1, width - round_index * max(1, width // max(1, iterations)))
-        boundary = class_boundaries(predicted, current)
+    step = max(1, width // max(1, iterations))
+    widths = [max(1, width - round_index * step) for round_index in range(iterations)]
+    masks = _boundaries_by_width(predicted, widths)
+    for current in widths:
+        boundary = masks[current]
         keep = (~boundary).to(score.dtype)
-        neighbour_sum = F.conv2d(F.pad(score * keep, (1, 1, 1, 1), mode="replicate"), box)
-        neighbour_count = F.conv2d(F.pad(keep, (1, 1, 1, 1), mode="replicate"), box)
+        neighbour_sum = _box_sum_3x3(score * keep)
+        neighbour_count = _box_sum_3x3(keep)
         replaced = neighbour_sum / neighbour_count.clamp(min=1)
         score = torch.where(boundary & (neighbour_count > 0), replaced, score)
     return score
 
 
 def dilated_gaussian_smoothing(score: Tensor, kernel: int, sigma: float, dilation: int) -> Tensor:
-    """Convolve score float [N, 1, H, W] with a normalised, dilated Gaussian (SML §3.3)."""
-    offsets = torch.arange(kernel, dtype=score.dtype, device=score.device) - (kernel - 1) / 2
-    gauss = torch.exp(-(offsets**2) / (2 * sigma**2))
-    weights = torch.outer(gauss, gauss)
-    weights = (weights / weights.sum()).view(1, 1, kernel, kernel)
+    """Convolve score float [N, 1, H, W] with a normalised, dilated Gaussian (SML §3.3).
+
+    The 2-D kernel is w_i w_j with w the normalised 1-D Gaussian of ``kernel`` taps at offsets
+    i - (kernel - 1) / 2, taps ``dilation`` pixels apart. The map is padded by replicating its
+    border by dilation * (kernel - 1) // 2 on each side (an even kernel with an odd dilation
+    loses a row and a column), then filtered separably: rows, then columns.
+    """
+    if kernel < 1 or dilation < 1 or not sigma > 0:
+        raise ValueError(
+            "dilated_gaussian_smoothing needs kernel >= 1, sigma > 0 and dilation >= 1, got "
+            f"kernel={kernel}, sigma={sigma}, dilation={dilation} (head.sml.smoothing_*)"
+        )
+    gauss = [math.exp(-((i - (kernel - 1) / 2) ** 2) / (2 * sigma**2)) for i in range(kernel)]
+    weights = [value / math.fsum(gauss) for value in gauss]
     pad = dilation * (kernel - 1) // 2
-    padded = F.pad(score, (pad, pad, pad, pad), mode="replicate")
-    return F.conv2d(padded, weights, dilation=dilation)
+    smoothed = F.pad(score, (pad, pad, pad, pad), mode="replicate")
+    for dim in (-1, -2):
+        size = smoothed.shape[dim] - dilation * (kernel - 1)
+        total = smoothed.narrow(dim, 0, size) * weights[0]
+        for tap in range(1, kernel):
+            total.add_(smoothed.narrow(dim, tap * dilation, size), alpha=weights[tap])
+        smoothed = total
+    return smoothed

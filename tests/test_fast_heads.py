@@ -1,0 +1,221 @@
+"""The fast SML post-processing and kNN scoring against plain NumPy references from definitions.
+
+SML (Jung et al., ICCV 2021): boundaries, boundary suppression and dilated Gaussian smoothing are
+computed here pixel by pixel from their definitions, with clipped indices standing for the
+replicated border. kNN (Sun et al., ICML 2022): brute-force float64 distances to every bank row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from baselines.density import KNNDensity
+from baselines.softmax import (
+    StandardizedMaxLogit,
+    class_boundaries,
+    dilated_gaussian_smoothing,
+    suppress_boundaries,
+)
+from fsbench.models import SegOutput
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _shifted(x: np.ndarray, down: int, right: int) -> np.ndarray:
+    """x [..., H, W] read at (i + down, j + right), indices clipped to the image."""
+    rows = np.clip(np.arange(x.shape[-2]) + down, 0, x.shape[-2] - 1)
+    cols = np.clip(np.arange(x.shape[-1]) + right, 0, x.shape[-1] - 1)
+    return x[..., rows, :][..., cols]
+
+
+def _boundaries_reference(labels: np.ndarray, width: int) -> np.ndarray:
+    """bool [N, 1, H, W]: another label within the clipped (2 width + 1)^2 square."""
+    found = np.zeros(labels.shape, dtype=bool)
+    for down in range(-width, width + 1):
+        for right in range(-width, width + 1):
+            found |= _shifted(labels, down, right) != labels
+    return found[:, None]
+
+
+def _box_reference(x: np.ndarray) -> np.ndarray:
+    return sum(_shifted(x, down, right) for down in (-1, 0, 1) for right in (-1, 0, 1))
+
+
+def _suppress_reference(score: np.ndarray, labels: np.ndarray, iterations: int, width: int):
+    """SML §3.2 in float64: boundary values become the mean of their non-boundary 3x3 neighbours."""
+    step = max(1, width // max(1, iterations))
+    for round_index in range(iterations):
+        boundary = _boundaries_reference(labels, max(1, width - round_index * step))
+        keep = (~boundary).astype(np.float64)
+        total, count = _box_reference(score * keep), _box_reference(keep)
+        score = np.where(boundary & (count > 0), total / np.maximum(count, 1), score)
+    return score
+
+
+def _smoothing_reference(score: np.ndarray, kernel: int, sigma: float, dilation: int):
+    """SML §3.3 in float64: a normalised 2-D Gaussian, taps ``dilation`` apart, border replicated
+    by dilation * (kernel - 1) // 2 (so the output loses a row and column when that is odd)."""
+    gauss = np.exp(-((np.arange(kernel) - (kernel - 1) / 2) ** 2) / (2 * sigma**2))
+    weights = np.outer(gauss, gauss) / np.outer(gauss, gauss).sum()
+    pad = dilation * (kernel - 1) // 2
+    lost = dilation * (kernel - 1) - 2 * pad
+    height, width = score.shape[-2] - lost, score.shape[-1] - lost
+    out = np.zeros(score.shape[:-2] + (height, width))
+    for a in range(kernel):
+        for b in range(kernel):
+            moved = _shifted(score, a * dilation - pad, b * dilation - pad)
+            out += weights[a, b] * moved[..., :height, :width]
+    return out
+
+
+def _label_maps() -> list[torch.Tensor]:
+    """int64 [N, H, W] predictions: blobs (realistic boundaries), noise, single rows/columns."""
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.randint(0, 4, (2, 1, 4, 5), generator=generator).float()
+    blobs = F.interpolate(coarse, size=(19, 27), mode="nearest")[:, 0].long()
+    noise = torch.randint(0, 3, (1, 11, 13), generator=generator)
+    row = torch.randint(0, 2, (1, 1, 9), generator=generator)
+    column = torch.randint(0, 2, (1, 7, 1), generator=generator)
+    return [blobs, noise, row, column, torch.zeros(1, 2, 3, dtype=torch.long)]
+
+
+@pytest.mark.parametrize("width", [0, 1, 2, 3, 5])
+def test_class_boundaries_match_the_definition(width):
+    for labels in _label_maps():
+        expected = _boundaries_reference(labels.numpy(), width)
+        found = class_boundaries(labels, width)
+        assert found.shape == expected.shape and found.dtype == torch.bool
+        np.testing.assert_array_equal(found.numpy(), expected)
+
+
+def test_class_boundaries_name_a_negative_width():
+    with pytest.raises(ValueError, match="width must be >= 0, got -1"):
+        class_boundaries(torch.zeros(1, 4, 4, dtype=torch.long), -1)
+
+
+@pytest.mark.parametrize(("iterations", "width"), [(4, 4), (1, 1), (3, 10), (2, 5), (5, 2)])
+def test_boundary_suppression_matches_a_numpy_reference(iterations, width):
+    generator = torch.Generator().manual_seed(width)
+    for labels in _label_maps():
+        score = torch.randn(labels.shape[0], 1, *labels.shape[1:], generator=generator)
+        expected = _suppress_reference(score.double().numpy(), labels.numpy(), iterations, width)
+        found = suppress_boundaries(score, labels, iterations, width)
+        assert found.shape == score.shape and found.dtype == torch.float32
+        np.testing.assert_allclose(found.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "sigma", "dilation"),
+    # The paper's 7 / 1 / 6 (wider than the small images), an even kernel with an odd dilation
+    # (the output loses a row and a column), no dilation, and a single tap.
+    [(7, 1.0, 6), (3, 1.0, 2), (4, 0.7, 3), (5, 2.0, 1), (1, 1.0, 4)],
+)
+def test_dilated_smoothing_matches_a_numpy_reference(kernel, sigma, dilation):
+    generator = torch.Generator().manual_seed(kernel)
+    for shape in [(2, 1, 19, 27), (1, 1, 2, 9), (1, 1, 7, 2), (1, 1, 40, 33)]:
+        score = torch.randn(*shape, generator=generator)
+        expected = _smoothing_reference(score.double().numpy(), kernel, sigma, dilation)
+        found = dilated_gaussian_smoothing(score, kernel, sigma, dilation)
+        assert found.shape == expected.shape and found.dtype == torch.float32
+        np.testing.assert_allclose(found.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sml_head_with_the_paper_defaults_matches_the_numpy_pipeline():
+    generator = torch.Generator().manual_seed(3)
+    coarse = torch.randn(2, 4, 5, 6, generator=generator)
+    logits = F.interpolate(coarse, size=(24, 32), mode="bilinear") * 3
+    head = StandardizedMaxLogit()  # 4 rounds from width 4; kernel 7, sigma 1, dilation 6
+    head.class_mean = torch.tensor([0.5, 1.0, -0.2, 2.0])
+    head.class_std = torch.tensor([1.0, 0.5, 2.0, 0.8])
+    score = head.score(SegOutput(logits=logits, features=logits))
+    max_logit, predicted = logits.double().max(dim=1)
+    standardized = (max_logit - head.class_mean.double()[predicted]) / head.class_std[predicted]
+    expected = _suppress_reference(-standardized[:, None].numpy(), predicted.numpy(), 4, 4)
+    expected = _smoothing_reference(expected, 7, 1.0, 6)[:, 0]
+    assert score.shape == (2, 24, 32) and score.dtype == torch.float32
+    np.testing.assert_allclose(score.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+class _FeatureImages(nn.Module):
+    """A stand-in segmenter whose 'images' are decoder features [N, D, h, w]."""
+
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+
+def _fitted_knn(k: int, bank_rows: int, dims: int, **options) -> KNNDensity:
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(1, dims, 1, bank_rows, generator=generator)
+    head = KNNDensity(k=k, bank_size=bank_rows, **options)
+    head.fit(_FeatureImages(), [{"image": features}])
+    return head
+
+
+def _kth_distance_reference(bank: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    distances = np.sqrt(((queries[:, None, :] - bank[None, :, :]) ** 2).sum(axis=2))
+    return np.sort(distances, axis=1)[:, k - 1]
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_knn_auto_chunks_match_a_float64_reference(monkeypatch, normalize):
+    # A budget of 7 bank-sized rows: 23 x 5 query pixels make 17 chunks, the last one short.
+    monkeypatch.setattr(KNNDensity, "CPU_DISTANCE_BUDGET", 7 * 300 + 5)
+    head = _fitted_knn(k=6, bank_rows=300, dims=16, normalize=normalize)
+    assert head.chunk_size is None and head.auto_chunk_size(300, torch.device("cpu")) == 7
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(1, 16, 23, 5, generator=generator)
+    score = head.score(SegOutput(logits=torch.zeros(1, 3, 23, 5), features=features))
+    assert score.shape == (1, 23, 5) and score.dtype == torch.float32
+    queries = features[0].permute(1, 2, 0).reshape(-1, 16).double().numpy()
+    if normalize:
+        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    expected = _kth_distance_reference(head.bank.double().numpy(), queries, 6)
+    np.testing.assert_allclose(score.reshape(-1).numpy(), expected, rtol=1e-5)
+
+    head.chunk_size = 10**6  # an explicit chunk size overrides the budget: one chunk here
+    one_chunk = head.score(SegOutput(logits=torch.zeros(1, 3, 23, 5), features=features))
+    np.testing.assert_allclose(one_chunk.numpy(), score.numpy(), rtol=1e-6)
+
+
+def test_knn_auto_chunk_size_spends_the_device_budget():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert KNNDensity.auto_chunk_size(20000, cpu) == 2**24 // 20000 == 838
+    assert KNNDensity.auto_chunk_size(20000, cuda) == 2**28 // 20000 == 13421
+    assert KNNDensity.auto_chunk_size(2**30, cuda) == 1  # never zero rows
+
+
+def test_knn_chunk_size_is_auto_by_default_and_checked_when_given():
+    assert KNNDensity().chunk_size is None
+    assert OmegaConf.load(CONF / "head" / "knn.yaml").chunk_size is None
+    assert KNNDensity(chunk_size=256).chunk_size == 256
+    for bad in (0, 2.5, True):
+        with pytest.raises(
+            ValueError, match=f"KNNDensity chunk_size must be an integer >= 1, got {bad}"
+        ):
+            KNNDensity(chunk_size=bad)
+
+
+def test_dilated_smoothing_names_a_bad_kernel():
+    score = torch.zeros(1, 1, 8, 8)
+    for kernel, sigma, dilation in [(0, 1.0, 6), (7, 0.0, 6), (7, 1.0, 0)]:
+        with pytest.raises(
+            ValueError, match=f"kernel={kernel}, sigma={sigma}, dilation={dilation}"
+        ):
+            dilated_gaussian_smoothing(score, kernel, sigma, dilation)
+
+
+def test_knn_scores_features_that_require_grad():
+    head = _fitted_knn(k=2, bank_rows=50, dims=4, normalize=False)
+    features = torch.randn(1, 4, 3, 3, requires_grad=True)
+    score = head.score(SegOutput(logits=torch.zeros(1, 2, 3, 3), features=features))
+    with torch.no_grad():
+        expected = head.score(SegOutput(logits=torch.zeros(1, 2, 3, 3), features=features))
+    assert score.requires_grad
+    torch.testing.assert_close(score.detach(), expected, rtol=1e-6, atol=1e-6)
