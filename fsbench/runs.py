@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra.utils
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,6 +24,28 @@ from fsbench.loggers import make_loggers, show_progress
 from fsbench.models import load_segmenter
 from fsbench.models.checkpoint import initialise_from, load_head_state
 from fsbench.report import PROTOCOL, write_json_atomic, write_results
+
+# What fsbench raises about a run's input (paths, checkpoints, labels, options); hydra wraps
+# errors raised while building an object from a config in InstantiationException.
+INPUT_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, InstantiationException)
+
+
+def report_input_errors(run: Callable[[], Any]) -> Any:
+    """Run an entry point; an input error prints as one message (no traceback) and exits 1.
+
+    fsbench's messages name the problem and the fix; a traceback through Lightning and Hydra
+    would bury them. ``FSBENCH_TRACEBACK=1`` re-raises, for debugging.
+    """
+    try:
+        return run()
+    except INPUT_ERRORS as error:
+        if os.environ.get("FSBENCH_TRACEBACK"):
+            raise
+        print(
+            f"error: {error}\n(set FSBENCH_TRACEBACK=1 to see the traceback)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
 
 
 def _selected_heads(cfg: DictConfig) -> dict[str, AnomalyHead]:

@@ -158,7 +158,9 @@ def test_evaluate_without_any_checkpoint_says_how_to_get_one(tmp_path):
         f"paths.multirun={tmp_path / 'none'}",
         f"hydra.run.dir={tmp_path / 'ev'}",
     )
-    assert "no training checkpoint found" in output
+    assert "error: no training checkpoint found" in output
+    assert "Traceback" not in output  # the message alone, not a stack through Hydra
+    assert "FSBENCH_TRACEBACK=1" in output
 
 
 def test_training_time_head_trains_then_evaluates_and_plain_checkpoint_is_refused(trained):

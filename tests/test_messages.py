@@ -147,3 +147,20 @@ def test_unknown_logger_lists_the_available_ones(tmp_path):
 
     with pytest.raises(ValueError, match="unknown logger 'wandb'; choose from csv, tensorboard"):
         make_loggers("wandb", tmp_path)
+
+
+def test_input_errors_print_one_message_and_exit_1(capsys, monkeypatch):
+    from fsbench.runs import report_input_errors
+
+    def missing():
+        raise FileNotFoundError("checkpoint x.ckpt does not exist; pass checkpoint=PATH")
+
+    with pytest.raises(SystemExit) as stop:
+        report_input_errors(missing)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint x.ckpt does not exist; pass checkpoint=PATH")
+    monkeypatch.setenv("FSBENCH_TRACEBACK", "1")  # developers get the exception itself
+    with pytest.raises(FileNotFoundError):
+        report_input_errors(missing)
+    assert report_input_errors(lambda: 3) == 3

@@ -64,20 +64,21 @@ class SegmentationTask(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self.segmenter(batch["image"])
         loss = F.cross_entropy(out.logits, batch["label"], ignore_index=self.ignore_index)
-        self.log("train/ce", loss, prog_bar=False)
+        size = batch["image"].shape[0]  # told, not inferred from the batch dict (a warning)
+        self.log("train/ce", loss, prog_bar=False, batch_size=size)
         if self.head is not None:
             extra = self.head.training_loss(out, batch)
             if extra is not None:
-                self.log("train/head_loss", extra)
+                self.log("train/head_loss", extra, batch_size=size)
                 loss = loss + extra
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         out = self.segmenter(batch["image"])
         loss = F.cross_entropy(out.logits, batch["label"], ignore_index=self.ignore_index)
         self.val_metrics.update(out.logits, batch["label"])
-        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/miou", self.val_metrics.compute()["miou"], prog_bar=True)
