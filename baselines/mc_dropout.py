@@ -9,6 +9,7 @@ decoder features are computed once and only the cheap classifier is sampled T ti
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -24,6 +25,23 @@ from fsbench.heads import AnomalyHead, AnomalyPrediction, resize_score
 # The helpers on stacked member probabilities [T, N, C, ...] live in baselines.sampling (shared
 # with baselines.ensemble); they are re-exported here for convenience.
 __all__ = ["MCDropout", "expected_entropy", "mutual_information", "predictive_entropy"]
+
+
+def sample_dropout(features: Tensor, rate: float) -> Tensor:
+    """Inverted dropout, ``F.dropout(features, rate, training=True)`` in distribution.
+
+    On the CPU the mask comes from one uniform draw per element, thresholded in place (an
+    element is kept with probability P(u >= rate) = 1 - rate and scaled by 1 / (1 - rate)):
+    three times faster than ``F.dropout`` there, whose Bernoulli sampling dominates the cost of
+    MC dropout (the T classifier products are ~10x cheaper than the T masks). On GPUs
+    ``F.dropout``'s fused kernel is used.
+    """
+    if rate == 0:
+        return features
+    if features.device.type != "cpu" or features.requires_grad:
+        return F.dropout(features, rate, training=True)
+    keep = torch.rand_like(features).ge_(rate)  # 1.0 where kept, 0.0 where dropped
+    return keep.mul_(features).mul_(1.0 / (1.0 - rate))
 
 
 class MCDropout(AnomalyHead):
@@ -92,7 +110,7 @@ class MCDropout(AnomalyHead):
         features = segmenter.extract_features(images)
         samples = MemberAverage()
         for _ in range(self.num_samples):
-            samples.add(segmenter.classifier(F.dropout(features, rate, training=True)))
+            samples.add(segmenter.classifier(sample_dropout(features, rate)))
         score = samples.score(self.score_kind)  # float32 [N, h, w]
         score = resize_score(score, size)
         return AnomalyPrediction(score=score, logits=segmenter.classify(features, size))

@@ -323,3 +323,18 @@ def test_head_configs_instantiate(member_paths):
     assert isinstance(head, DeepEnsemble) and len(head.members) == 2
     assert head.checkpoints == [str(p) for p in member_paths] and head.include_segmenter
     assert missing._get_node("checkpoints")._is_missing()
+
+
+def test_fast_cpu_dropout_keeps_1_minus_p_and_scales_like_f_dropout():
+    from baselines.mc_dropout import sample_dropout
+
+    torch.manual_seed(0)
+    features = torch.rand(4, 64, 32, 32) + 0.5  # no zeros: dropped entries are exactly 0
+    rate, n = 0.3, features.numel()
+    sampled = sample_dropout(features, rate)
+    kept = sampled != 0
+    # binomial(n, 0.7): the kept fraction is within 5 standard deviations of 0.7
+    assert abs(kept.float().mean().item() - 0.7) < 5 * (0.7 * 0.3 / n) ** 0.5
+    torch.testing.assert_close(sampled[kept], features[kept] / 0.7)  # F.dropout's scaling
+    assert not torch.equal(kept, sample_dropout(features, rate) != 0)  # a new mask per call
+    assert sample_dropout(features, 0.0) is features
