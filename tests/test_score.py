@@ -422,3 +422,38 @@ def test_fishyscapes_submission_ids_are_matched():
         Path("0001_anomaly.npy"),
         Path("0002_x.npy"),
     ]
+
+
+def test_score_reproduces_the_evaluation_of_the_same_model(tmp_path):
+    """One metric code path: `fsbench score` on a model's saved maps == AnomalyEvaluation."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader
+
+    from baselines.softmax import MaxSoftmax
+    from fsbench.data import SyntheticScenes
+    from fsbench.lit import AnomalyEvaluation
+    from fsbench.models import Segmenter
+
+    torch.manual_seed(0)
+    segmenter = Segmenter("resnet18", num_classes=19).eval()
+    data = SyntheticScenes("anomaly", 6, 64, 128)
+    module = AnomalyEvaluation(segmenter, {"msp": MaxSoftmax()}, ["a"], ["a"])
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.test(module, dataloaders=[DataLoader(data, batch_size=3)], verbose=False)
+    evaluated = module.results["msp"]["datasets"]["a"]
+    (tmp_path / "pred").mkdir()
+    with torch.inference_mode():
+        for index in range(len(data)):
+            item = data[index]
+            score = MaxSoftmax.from_logits(segmenter(item["image"][None]).logits)[0]
+            np.save(tmp_path / "pred" / f"{item['name']}.npy", score.numpy())
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "pred"), "--data", "synthetic", "--length", "6", "--size", "64",
+            "128", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    scored = json.loads((out / "results.json").read_text())["results"]
+    for key in ("ap", "auroc", "fpr95", "n_anomaly", "n_inlier"):
+        assert scored[key] == pytest.approx(evaluated[key], abs=1e-6), key
