@@ -5,7 +5,9 @@ carriage-return bar updates."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,3 +59,35 @@ def show_progress(enabled: bool, stream=None) -> bool:
 
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")  # Lightning's product advertisements
+
+
+# Library warnings that say nothing about the user's run (version skew inside Lightning; a run
+# folder that already holds Hydra's .hydra/ when the CSV logger opens it).
+_NOISE = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r"Experiment logs directory .* exists and is not empty.*",
+)
+
+
+def tidy_library_output() -> None:
+    """Print each Lightning message once, without product tips or known library noise.
+
+    Lightning gives its ``lightning`` logger a console handler *and* lets records propagate to
+    the root logger, which Hydra configures (console + ``<run>/<task>.log``), so every line was
+    printed twice. With Hydra's handlers in place, Lightning's own console handler goes.
+    """
+    lightning_logger = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for handler in list(lightning_logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning_logger.removeHandler(handler)
+    # Handler filters see the records of every child logger (logger filters would not).
+    for handler in [*logging.getLogger().handlers, *lightning_logger.handlers]:
+        if _not_a_tip not in handler.filters:
+            handler.addFilter(_not_a_tip)
+    for pattern in _NOISE:
+        warnings.filterwarnings("ignore", message=pattern)

@@ -20,7 +20,7 @@ from fsbench.examples import take_per_image, write_worst_best
 from fsbench.fast import apply_fast_paths
 from fsbench.heads import AnomalyHead
 from fsbench.lit import AnomalyEvaluation, SegmentationTask
-from fsbench.loggers import make_loggers, show_progress
+from fsbench.loggers import make_loggers, show_progress, tidy_library_output
 from fsbench.models import load_segmenter
 from fsbench.models.checkpoint import initialise_from, load_head_state
 from fsbench.report import PROTOCOL, write_json_atomic, write_results
@@ -61,6 +61,7 @@ def _extra_callbacks(cfg: DictConfig) -> list[L.Callback]:
 def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train a segmenter; return the final validation metrics and the checkpoint path."""
     output_dir = Path(output_dir)
+    tidy_library_output()
     L.seed_everything(cfg.seed, workers=True)
     heads = _selected_heads(cfg)
     if len(heads) > 1:
@@ -110,9 +111,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         logger=make_loggers(cfg.get("logger", "csv"), output_dir),
         enable_progress_bar=show_progress(cfg.trainer.get("enable_progress_bar", True)),
     )
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.resume_from)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.resume_from, weights_only=True)
     last = output_dir / "checkpoints" / "last.ckpt"
-    trainer.save_checkpoint(last)
+    trainer.save_checkpoint(last, weights_only=False)  # a full checkpoint: resumable
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     print(f"checkpoint: {last}")
     return {"checkpoint": str(last), **metrics}
@@ -146,6 +147,7 @@ def find_latest_checkpoint(*roots: str | Path) -> Path:
 def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Evaluate the selected heads on every anomaly set of the data config; write the results."""
     output_dir = Path(output_dir)
+    tidy_library_output()
     L.seed_everything(cfg.seed, workers=True)
     if cfg.checkpoint in (None, "latest"):
         checkpoint = find_latest_checkpoint(cfg.paths.outputs, cfg.paths.multirun)

@@ -59,3 +59,28 @@ def test_training_logs_the_same_losses_to_csv_and_tensorboard(tmp_path):
     assert len(logged) == 3
     assert scalars == pytest.approx(logged, rel=1e-6)
     assert "val/miou" in accumulator.Tags()["scalars"]
+
+
+def test_lightning_messages_print_once_and_without_tips(capsys):
+    import logging
+
+    from fsbench.loggers import tidy_library_output
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler()  # stands in for the console handler Hydra installs
+    root.addHandler(handler)
+    try:
+        import lightning  # noqa: F401 - its package logger carries a console handler
+
+        tidy_library_output()
+        child = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+        child.info("GPU available: False, used: False")
+        child.info("💡 Tip: try installing something")
+        err = capsys.readouterr().err
+        assert err.count("GPU available: False") == 1
+        assert "Tip" not in err
+        # Lightning's own console handler is gone: records reach the console through root only
+        own = logging.getLogger("lightning").handlers
+        assert not [h for h in own if type(h) is logging.StreamHandler]
+    finally:
+        root.removeHandler(handler)
