@@ -208,6 +208,7 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "results": module.results,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
+        "threads": torch.get_num_threads(),
     }
     table = write_results(output_dir, payload)
     write_json_atomic(output_dir / "curves.json", {"protocol": PROTOCOL, "curves": module.curves})

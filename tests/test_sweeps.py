@@ -42,7 +42,9 @@ def sweep(tmp_path_factory) -> Path:
         "head.energy.temperature=1,20",
         f"paths.multirun={root / 'multirun'}",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # No OMP_NUM_THREADS: joblib's loky workers must split the cores between them.
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["HF_HUB_OFFLINE"] = "1"
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (folder,) = (root / "multirun" / "evaluate").iterdir()
@@ -57,6 +59,10 @@ def test_joblib_launcher_ran_both_jobs(sweep):
         assert hydra.launcher._target_.endswith("JoblibLauncher")
         assert (job / "results.json").is_file()
         assert (job / "worst_best_synthetic_anomaly_energy.png").is_file()
+        # 2 jobs at once (parallel.yaml): each runs torch on half of the cores (loky sets
+        # OMP_NUM_THREADS in its workers); a full thread pool per job would oversubscribe
+        cores = len(os.sched_getaffinity(0))
+        assert json.loads((job / "results.json").read_text())["threads"] == max(1, cores // 2)
 
 
 def test_leaderboard_gathers_both_jobs_sorted_by_ap(sweep, capsys):
