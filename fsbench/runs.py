@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         logger=make_loggers(cfg.get("logger", "csv"), output_dir),
         enable_progress_bar=show_progress(cfg.trainer.get("enable_progress_bar", True)),
     )
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.resume_from, weights_only=True)
+    # Resume checkpoints are read with weights_only=True where this Lightning version can.
+    safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.resume_from, **safe)
     last = output_dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last, weights_only=False)  # a full checkpoint: resumable
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
