@@ -41,12 +41,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from fsbench.data.anomaly_sets import (
-    FishyscapesLostAndFound,
-    FishyscapesStatic,
-    RoadAnomaly,
-    SegmentMeIfYouCan,
-)
+from fsbench.data.anomaly_sets import anomaly_set
 from fsbench.data.check import VOID, DatasetError, listing
 from fsbench.data.synthetic import SyntheticScenes
 from fsbench.metrics.anomaly import DEFAULT_BIN_BITS, AnomalyMetrics
@@ -267,13 +262,8 @@ def build_dataset(name: str, root: str | None, args: argparse.Namespace) -> Any:
         return SyntheticScenes("anomaly", args.length, height, width, seed=args.seed)
     if root is None:
         raise ScoreError(f"--data {name} needs ROOT, the dataset's folder")
-    if name == "fs_lost_and_found":
-        return FishyscapesLostAndFound(root, laf_root=args.laf_root)
-    if name == "fs_static":
-        return FishyscapesStatic(root, cityscapes_root=args.cityscapes_root, version=args.version)
-    if name == "road_anomaly":
-        return RoadAnomaly(root)
-    return SegmentMeIfYouCan(root, track=name.removeprefix("smiyc_"))
+    roots = {"laf_root": args.laf_root, "cityscapes_root": args.cityscapes_root}
+    return anomaly_set(name, root, version=args.version, **roots)
 
 
 def frame_names(dataset: Any) -> list[str]:

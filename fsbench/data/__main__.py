@@ -39,12 +39,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from fsbench.data.anomaly_sets import (
-    FishyscapesLostAndFound,
-    FishyscapesStatic,
-    RoadAnomaly,
-    SegmentMeIfYouCan,
-)
+from fsbench.data.anomaly_sets import anomaly_set
 from fsbench.data.check import DatasetError, LabelledImages, check_dataset
 from fsbench.data.cityscapes import Cityscapes
 from fsbench.data.layouts import AUTO, LAYOUTS
@@ -56,18 +51,9 @@ def _builders(name: str, args: argparse.Namespace) -> list[Callable[[], Labelled
         return [
             partial(Cityscapes, args.root, split=split, labels=args.labels) for split in args.split
         ]
-    common = {"layout": args.layout, "label_map": args.label_map}
-    if name == "fs_lost_and_found":
-        return [partial(FishyscapesLostAndFound, args.root, laf_root=args.laf_root, **common)]
-    if name == "fs_static":
-        return [
-            partial(
-                FishyscapesStatic, args.root, args.cityscapes_root, version=args.version, **common
-            )
-        ]
-    if name == "road_anomaly":
-        return [partial(RoadAnomaly, args.root, **common)]
-    return [partial(SegmentMeIfYouCan, args.root, track=name.removeprefix("smiyc_"), **common)]
+    options = {"laf_root": args.laf_root, "cityscapes_root": args.cityscapes_root}
+    options |= {"version": args.version, "layout": args.layout, "label_map": args.label_map}
+    return [partial(anomaly_set, name, args.root, **options)]
 
 
 def _label_map(text: str) -> dict[int, int]:

@@ -610,13 +610,45 @@ class SegmentMeIfYouCan(LayoutReader):
         self._finish(samples, orphan_labels=orphan_labels, scan=scan)
 
 
+ANOMALY_SETS = ("fs_lost_and_found", "fs_static", "road_anomaly", "smiyc_anomaly", "smiyc_obstacle")
+
+
+def anomaly_set(
+    name: str,
+    root: str | Path,
+    *,
+    laf_root: str | Path | None = None,
+    cityscapes_root: str | Path | None = None,
+    version: int = 3,
+    layout: str = AUTO,
+    label_map: Mapping | None = None,
+) -> LabelledImages:
+    """The reader of anomaly set ``name`` (one of :data:`ANOMALY_SETS`) at ``root``.
+
+    The command lines (``python -m fsbench.data check``, ``python -m fsbench.score``) name
+    datasets this way; each reader takes only the roots it needs.
+    """
+    common = {"layout": layout, "label_map": label_map}
+    if name == "fs_lost_and_found":
+        return FishyscapesLostAndFound(root, laf_root=laf_root, **common)
+    if name == "fs_static":
+        return FishyscapesStatic(root, cityscapes_root, version=version, **common)
+    if name == "road_anomaly":
+        return RoadAnomaly(root, **common)
+    if name in ("smiyc_anomaly", "smiyc_obstacle"):
+        return SegmentMeIfYouCan(root, track=name.removeprefix("smiyc_"), **common)
+    raise ValueError(f"unknown anomaly set {name!r}; choose one of {', '.join(ANOMALY_SETS)}")
+
+
 __all__ = [
+    "ANOMALY_SETS",
     "FishyscapesLostAndFound",
     "FishyscapesStatic",
     "Layout",
     "LayoutReader",
     "RoadAnomaly",
     "SegmentMeIfYouCan",
+    "anomaly_set",
     "fs_label_folder",
     "read_overlay",
 ]
