@@ -353,20 +353,15 @@ def section_fast(args, make_segmenter, size, device, rows) -> None:
             )
 
 
+JSON_PATH: Path | None = None  # --json
+
+
 def add_row(rows: list, section: str, size: tuple[int, int], what: str, **values: Any) -> None:
-    rows.append({"section": section, "size": f"{size[0]}x{size[1]}", "what": what, **values})
-    print_row(rows[-1])
-
-
-JSON_PATH: Path | None = None
-ALL_ROWS: list[dict[str, Any]] = []
-
-
-def print_row(row: dict[str, Any]) -> None:
-    """Print a row at once and rewrite the JSON file, so an interrupted run keeps its rows."""
-    ALL_ROWS.append(row)
+    """Add a row, print it at once and rewrite the JSON file: an interrupted run keeps its rows."""
+    row = {"section": section, "size": f"{size[0]}x{size[1]}", "what": what, **values}
+    rows.append(row)
     if JSON_PATH is not None:
-        JSON_PATH.write_text(json.dumps(ALL_ROWS, indent=1))
+        JSON_PATH.write_text(json.dumps(rows, indent=1))
     cells = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()]
     print(" | ".join(cells), flush=True)
 

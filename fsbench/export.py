@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fsbench.heads import AnomalyHead, resize_score
+from fsbench.heads import AnomalyHead, device_of, resize_score
 from fsbench.submit import CONF_DIR, SubmissionError, add_model_arguments, load_model
 
 TOLERANCE = 1e-4
@@ -117,7 +117,7 @@ def trace(
     The example image (float [1, 3, H, W], uniform noise from ``seed``) is what the tracer ran.
     """
     core = ScoreAndSegment(segmenter, head).eval()
-    device = next(segmenter.parameters()).device
+    device = device_of(segmenter)
     generator = torch.Generator().manual_seed(seed)
     example = torch.rand(1, 3, height, width, generator=generator).to(device)
     with warnings.catch_warnings(), torch.no_grad():

@@ -168,10 +168,11 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         compile=fast.get("compile", False),
     )
     datamodule = hydra.utils.instantiate(cfg.data)
-    segmenter.to(_fit_device(cfg))  # heads are fitted where the evaluation will run
+    device = _fit_device(cfg)  # heads are fitted where the evaluation will run
+    segmenter.to(device)
     for name, head in heads.items():
         head.attach(segmenter)
-        head.to(_fit_device(cfg))
+        head.to(device)
         if head.trained_with_segmenter:
             load_head_state(checkpoint, head)
         if head.requires_fit:

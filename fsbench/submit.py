@@ -45,7 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fsbench.data.check import IMAGE_SUFFIXES, read_rgb
-from fsbench.heads import AnomalyHead, resize_score
+from fsbench.heads import AnomalyHead, device_of, resize_score
 from fsbench.models import load_segmenter
 from fsbench.models.checkpoint import load_head_state
 
@@ -173,7 +173,7 @@ def predict_image(
     The image becomes float [1, 3, H, W] in [0, 1] exactly as the dataset readers convert it,
     so the scores equal those of ``evaluate.py`` on the same file.
     """
-    device = next(segmenter.parameters()).device
+    device = device_of(segmenter)
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     images = tensor[None].to(device).float().div_(255)
     with torch.inference_mode():

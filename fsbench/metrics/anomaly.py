@@ -328,12 +328,14 @@ class AnomalyMetrics(torchmetrics.Metric):
     def _check_labels(self, target: Tensor) -> None:
         allowed = (target == 0) | (target == 1) | (target == self.ignore_index)
         if not bool(allowed.all()):
-            found = torch.unique(target[~allowed]).tolist()
-            raise ValueError(
-                f"anomaly labels hold unexpected values {found}; expected {{0, 1, "
-                f"{self.ignore_index}}} (0 = inlier, 1 = anomaly, {self.ignore_index} = void). "
-                f"Is void stored as 2? Remap it to {self.ignore_index} explicitly"
-            )
+            raise self._unexpected_labels(torch.unique(target[~allowed]).tolist())
+
+    def _unexpected_labels(self, found: list) -> ValueError:
+        return ValueError(
+            f"anomaly labels hold unexpected values {found}; expected {{0, 1, "
+            f"{self.ignore_index}}} (0 = inlier, 1 = anomaly, {self.ignore_index} = void). "
+            f"Is void stored as 2? Remap it to {self.ignore_index} explicitly"
+        )
 
     def _update_deferred(self, score32: Tensor, target: Tensor) -> None:
         """``update`` without a host-device synchronisation (see ``deferred_checks``)."""
@@ -358,11 +360,8 @@ class AnomalyMetrics(torchmetrics.Metric):
         seen = torch.nonzero(self.label_values).squeeze(1).tolist()
         unexpected = [v for v in seen if v not in (0, 1, self.ignore_index)]
         if unexpected:
-            names = ["other (<0 or >255)" if v == 256 else v for v in unexpected]
-            raise ValueError(
-                f"anomaly labels held unexpected values {names}; expected {{0, 1, "
-                f"{self.ignore_index}}} (0 = inlier, 1 = anomaly, {self.ignore_index} = void). "
-                f"Is void stored as 2? Remap it to {self.ignore_index} explicitly"
+            raise self._unexpected_labels(
+                ["other (<0 or >255)" if v == 256 else v for v in unexpected]
             )
         if int(self.non_finite):
             raise ValueError(
