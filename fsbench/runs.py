@@ -17,7 +17,7 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from fsbench.examples import take_per_image, write_worst_best
+from fsbench.examples import FIGURE_RANKING_STRIDE, take_per_image, write_worst_best
 from fsbench.fast import apply_fast_paths
 from fsbench.heads import AnomalyHead
 from fsbench.lit import AnomalyEvaluation, SegmentationTask
@@ -194,6 +194,9 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         inlier_dataset=inlier,
         ignore_index=cfg.ignore_index,
         per_image=cfg.per_image or cfg.get("report_images", 0) > 0,  # the figure needs it
+        # Without per_image the values only rank the frames of the figure: an estimate on every
+        # 4th pixel of each row and column (16x cheaper); the chosen frames are scored exactly.
+        per_image_stride=1 if cfg.per_image else FIGURE_RANKING_STRIDE,
     )
     trainer = hydra.utils.instantiate(
         cfg.trainer,

@@ -16,7 +16,7 @@ from sklearn.metrics import (
 )
 
 from fsbench.metrics import AnomalyMetrics, SegmentationMetrics, anomaly_metrics, iou_from_confmat
-from fsbench.metrics.anomaly import bin_lower_edges, score_bins
+from fsbench.metrics.anomaly import bin_lower_edges, per_image_ap, score_bins
 
 KEYS = ("ap", "auroc", "fpr95")
 
@@ -417,6 +417,39 @@ def test_per_image_ap_and_fraction_on_request():
     )
     assert math.isnan(per_image["ap"][1])
     assert per_image["anomaly_fraction"] == pytest.approx([t.mean() for t in target])
+
+
+def test_per_image_ap_with_ties_and_void_equals_scikit_learn_per_image():
+    rng = np.random.default_rng(21)
+    target = _labels(rng, (5, 40, 50), 0.15)
+    target[rng.random(target.shape) < 0.2] = 255
+    target[3] = 255  # all void: AP and fraction undefined
+    target[4][target[4] != 255] = 1  # only anomaly: AP undefined, fraction 1
+    # Scores rounded to one decimal: many ties across both classes.
+    score = np.round(rng.normal(size=target.shape) + (target == 1), 1)
+    ap, fraction = per_image_ap(torch.from_numpy(score), torch.from_numpy(target))
+    for index in range(3):
+        valid = target[index] != 255
+        expected = average_precision_score(target[index][valid], score[index][valid])
+        assert ap[index].item() == pytest.approx(expected, abs=1e-12)
+        assert fraction[index].item() == pytest.approx(target[index][valid].mean(), abs=1e-12)
+    assert math.isnan(ap[3]) and math.isnan(fraction[3])
+    assert math.isnan(ap[4]) and fraction[4].item() == 1.0
+
+
+def test_per_image_stride_scores_every_s_th_pixel_of_each_row_and_column():
+    rng = np.random.default_rng(22)
+    target = _labels(rng, (2, 30, 40), 0.2)
+    score = rng.normal(size=target.shape) + target
+    result = _metric_of(score, target, per_image=True, per_image_stride=3)
+    for index in range(2):
+        sub_t, sub_s = target[index, ::3, ::3], score[index, ::3, ::3].astype(np.float32)
+        expected = average_precision_score(sub_t.reshape(-1), sub_s.reshape(-1))
+        assert result["per_image"]["ap"][index] == pytest.approx(expected, abs=1e-12)
+    exact = _metric_of(score, target)
+    assert result["ap"] == pytest.approx(exact["ap"], abs=1e-15)  # pooled metrics use every pixel
+    with pytest.raises(ValueError, match="per_image_stride"):
+        AnomalyMetrics(per_image=True, per_image_stride=0)
 
 
 # --------------------------------------------------------------------------- segmentation

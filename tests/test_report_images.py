@@ -10,7 +10,13 @@ from sklearn.metrics import average_precision_score
 
 from baselines.softmax import MaxLogit
 from fsbench.data import SyntheticScenes
-from fsbench.examples import pick_worst_best, score_frames, take_per_image, write_worst_best
+from fsbench.examples import (
+    exact_ap,
+    pick_worst_best,
+    score_frames,
+    take_per_image,
+    write_worst_best,
+)
 from fsbench.lit.evaluation import AnomalyEvaluation
 from fsbench.models import Segmenter
 from fsbench.plots import colour_anomaly_mask, colour_segmentation, plot_worst_best
@@ -70,6 +76,7 @@ def test_frames_are_chosen_by_the_per_image_ap_of_scikit_learn(tiny, tmp_path):
         logits = segmenter(item["image"][None]).logits
     np.testing.assert_allclose(frames[0]["score"], MaxLogit.from_logits(logits)[0], atol=1e-5)
     np.testing.assert_array_equal(frames[0]["segmentation"], logits.argmax(1)[0])
+    assert exact_ap(frames[0]["score"], frames[0]["anomaly"]) == pytest.approx(reference[order[0]])
     assert frames[0]["image"].shape == (64, 128, 3)
 
     paths = write_worst_best(segmenter, {"max_logit": head}, {"a": dataset}, per_image, 2, tmp_path)

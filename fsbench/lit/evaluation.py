@@ -48,7 +48,8 @@ class AnomalyEvaluation(L.LightningModule):
     ``{head: {"miou": ..., "iou": [...], "datasets": {dataset: {ap, fpr95, auroc, ...}}}}``
     and :attr:`curves` the PR / ROC curves ``{head: {dataset: {threshold, tpr, fpr,
     precision}}}``. With ``per_image``, each dataset entry also lists every image's AP and
-    anomaly fraction (by name in a single process; by position under DDP).
+    anomaly fraction (by name in a single process; by position under DDP), computed on every
+    ``per_image_stride``-th pixel of each row and column (1: exact; see :class:`AnomalyMetrics`).
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class AnomalyEvaluation(L.LightningModule):
         inlier_dataset: str | None = None,
         ignore_index: int = 255,
         per_image: bool = False,
+        per_image_stride: int = 1,
     ) -> None:
         super().__init__()
         if not heads:
@@ -73,7 +75,11 @@ class AnomalyEvaluation(L.LightningModule):
             {
                 head: nn.ModuleDict(
                     {
-                        ds: AnomalyMetrics(ignore_index=ignore_index, per_image=per_image)
+                        ds: AnomalyMetrics(
+                            ignore_index=ignore_index,
+                            per_image=per_image,
+                            per_image_stride=per_image_stride,
+                        )
                         for ds in self.anomaly_datasets
                     }
                 )

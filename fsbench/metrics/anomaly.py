@@ -151,6 +151,67 @@ def ranking_metrics(tps: Tensor, fps: Tensor, fpr_at_tpr: float = 0.95) -> dict[
     }
 
 
+def per_image_ap(score: Tensor, target: Tensor, ignore_index: int = 255) -> tuple[Tensor, Tensor]:
+    """Each image's exact AP and anomaly fraction, for a whole batch, without a synchronisation.
+
+    The AP of :func:`anomaly_metrics` (step sum, each distinct float32 score one threshold, ties
+    never split) computed for every image of the batch at once: void pixels get the score -inf
+    and weight 0, each row is sorted once, and every anomaly pixel takes the precision of its
+    threshold, read at the last pixel of its group of tied scores. Everything stays on the
+    scores' device, so on a GPU the evaluation loop is never stalled by it (``anomaly_metrics``
+    per image would synchronise several times per image), and every scan runs over the flattened
+    batch (1.1 ms for 2 x 1024 x 2048 on an H200; row-wise scans took 14 ms).
+
+    Args:
+        score: float [N, ...], higher = more anomalous (finite on non-void pixels).
+        target: int [N, ...] of the same shape, 0 / 1 / ``ignore_index``.
+
+    Returns:
+        ``(ap, anomaly_fraction)``, float64 [N] each: NaN AP for an image without both classes,
+        NaN fraction for an image without a valid pixel.
+    """
+    flat_score = score.detach().reshape(score.shape[0], -1).to(torch.float32)
+    flat_target = target.detach().reshape(target.shape[0], -1)
+    images, pixels = flat_score.shape
+    valid = flat_target != ignore_index
+    positive = (flat_target == 1) & valid
+    negative = (flat_target == 0) & valid
+    n_pos, n_valid = positive.sum(1), valid.sum(1)
+    fraction = n_pos.to(torch.float64) / n_valid.to(torch.float64)  # 0/0 = NaN
+    if pixels == 0:
+        return torch.full_like(fraction, float("nan")), fraction
+    ordered, order = torch.sort(
+        torch.where(valid, flat_score, float("-inf")), dim=1, descending=True
+    )
+    # Scans run over the flattened batch (row-wise scans of a few long rows are slow on a GPU),
+    # then each row's counts are made its own by subtracting the previous rows' totals.
+    tps = _row_cumsum(positive.gather(1, order))
+    fps = _row_cumsum(negative.gather(1, order))
+    # Groups of equal scores: each one threshold. A group opens where the score changes (and at
+    # each row's start) and closes before the next opens; its precision is the one at its close.
+    opens = torch.ones_like(valid)
+    opens[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    closes = torch.ones_like(valid)
+    closes[:, :-1] = opens[:, 1:]
+    group = torch.cumsum(opens.reshape(-1), 0) - 1
+    precision = tps.to(torch.float64) / (tps + fps).clamp(min=1).to(torch.float64)
+    at_close = torch.where(closes, precision, 0.0).reshape(-1)
+    group_precision = torch.zeros_like(at_close).index_add_(0, group, at_close)
+    # AP = mean over the anomaly pixels of the precision of their threshold (sklearn's step sum).
+    per_pixel = group_precision[group].view(images, pixels) * positive.gather(1, order)
+    ap = per_pixel.sum(1) / n_pos.to(torch.float64)
+    undefined = (n_pos == 0) | (n_pos == n_valid)
+    return torch.where(undefined, torch.full_like(ap, float("nan")), ap), fraction
+
+
+def _row_cumsum(values: Tensor) -> Tensor:
+    """int64 cumulative sums along each row of [N, P], computed as one flat scan."""
+    flat = torch.cumsum(values.reshape(-1), 0, dtype=torch.int64).view(values.shape)
+    before = torch.zeros_like(flat[:, -1])
+    before[1:] = flat[:-1, -1]
+    return flat - before[:, None]
+
+
 def _rates(tps: Tensor, fps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """TPR (= recall), FPR and precision in float64 from cumulative int64 counts."""
     tps, fps = tps.to(torch.float64), fps.to(torch.float64)
@@ -243,6 +304,11 @@ class AnomalyMetrics(torchmetrics.Metric):
         bin_bits: histogram resolution, 10..26; memory 2**(bin_bits + 4) bytes.
         per_image: also keep, per updated image, its exact AP (NaN without both classes) and its
             anomaly pixel fraction among valid pixels; ``compute()`` then adds ``"per_image"``.
+            Computed by :func:`per_image_ap`, batched and without synchronisation.
+        per_image_stride: compute the per-image values on every s-th pixel of each row and
+            column only ([N, H, W] inputs; s*s-th pixel of other shapes): s*s times cheaper, an
+            estimate good enough to rank images (``evaluate.py`` picks the frames of its
+            worst/best figure so, then re-scores them exactly). 1 = every pixel, exact.
         deferred_checks: keep ``update`` free of host-device synchronisation: the label and
             non-finite checks are counted on the device and raised at ``compute()`` (naming the
             values and counts, not the first position), and the histogram is filled with one
@@ -263,6 +329,7 @@ class AnomalyMetrics(torchmetrics.Metric):
         fpr_at_tpr: float = 0.95,
         bin_bits: int = DEFAULT_BIN_BITS,
         per_image: bool = False,
+        per_image_stride: int = 1,
         deferred_checks: bool | None = None,
         **kwargs: Any,
     ) -> None:
@@ -278,6 +345,9 @@ class AnomalyMetrics(torchmetrics.Metric):
         self.fpr_at_tpr = fpr_at_tpr
         self.bin_bits = bin_bits
         self.per_image = per_image
+        if int(per_image_stride) != per_image_stride or per_image_stride < 1:
+            raise ValueError(f"per_image_stride must be a positive integer, got {per_image_stride}")
+        self.per_image_stride = int(per_image_stride)
         self.add_state(
             "counts", default=torch.zeros(2, 2**bin_bits, dtype=torch.int64), dist_reduce_fx="sum"
         )
@@ -389,20 +459,15 @@ class AnomalyMetrics(torchmetrics.Metric):
         self.counts[:, low + offset : high + offset + 1] += scratch.view(-1, 4)[:, :2].T
 
     def _add_per_image(self, score: Tensor, target: Tensor) -> None:
-        for image_score, image_target in zip(
-            score.reshape(score.shape[0], -1), target.reshape(target.shape[0], -1), strict=True
-        ):
-            valid = image_target != self.ignore_index
-            labels = image_target[valid] == 1
-            fraction = float(labels.float().mean()) if labels.numel() else float("nan")
-            if 0 < int(labels.sum()) < labels.numel():
-                ap = anomaly_metrics(image_score[valid], labels, self.fpr_at_tpr)["ap"]
-            else:
-                ap = float("nan")
-            self.image_ap.append(torch.tensor([ap], dtype=torch.float64, device=self.device))
-            self.image_anomaly_fraction.append(
-                torch.tensor([fraction], dtype=torch.float64, device=self.device)
-            )
+        step = self.per_image_stride
+        if step > 1 and score.dim() == 3:
+            score, target = score[:, ::step, ::step], target[:, ::step, ::step]
+        elif step > 1:
+            score = score.reshape(score.shape[0], -1)[:, :: step * step]
+            target = target.reshape(target.shape[0], -1)[:, :: step * step]
+        ap, fraction = per_image_ap(score, target, self.ignore_index)
+        self.image_ap.append(ap)
+        self.image_anomaly_fraction.append(fraction)
 
     def _cumulative_counts(self) -> tuple[Tensor, Tensor, Tensor]:
         """tps, fps (int64) and the bins, at each non-empty bin, highest scores first."""
