@@ -184,6 +184,13 @@ class KNNDensity(AnomalyHead):
     (:meth:`auto_chunk_size`): on a GPU a few large chunks instead of hundreds of small matmul
     and topk launches.
 
+    ``distance_dtype="bfloat16"`` or ``"float16"`` (for GPUs with tensor cores; the CPU has no
+    fast path for them) computes the chunk's distance matrix in that precision, half the memory
+    traffic of the top-k pass, to shortlist the ``2k`` nearest candidates; their exact float32
+    distances then give the k-th. The score equals the float32 one unless a true k nearest
+    neighbour falls outside the shortlist, which needs a rounding error (2**-8 relative in
+    bfloat16, 2**-11 in float16) larger than the gap between the k-th and the 2k-th distance.
+
     Args:
         k: the neighbour whose distance is the score (1 = nearest).
         bank_size: the most training features kept.
@@ -192,6 +199,8 @@ class KNNDensity(AnomalyHead):
         chunk_size: query pixels scored at once (memory chunk_size x bank_size floats), or
             ``None`` for :meth:`auto_chunk_size`.
         ignore_index: label of the pixels left out of the bank.
+        distance_dtype: ``"float32"`` (exact), ``"bfloat16"`` or ``"float16"`` (shortlist in
+            that precision, then exact float32 re-ranking; see above).
 
     Fitted buffer: ``bank`` [B, D], B = min(bank_size, training pixels), normalised if asked.
     """
@@ -210,8 +219,21 @@ class KNNDensity(AnomalyHead):
         seed: int = 0,
         chunk_size: int | None = None,
         ignore_index: int = 255,
+        distance_dtype: str = "float32",
     ) -> None:
         super().__init__()
+        if distance_dtype not in DISTANCE_DTYPES:
+            raise ValueError(
+                f"KNNDensity distance_dtype must be one of {sorted(DISTANCE_DTYPES)}, "
+                f"got {distance_dtype!r}"
+            )
+        if distance_dtype == "float16" and not normalize:
+            raise ValueError(
+                "KNNDensity distance_dtype='float16' needs normalize=true: squared distances of "
+                "unnormalised features can exceed float16's largest value (65504); use "
+                "distance_dtype='bfloat16' (float32's range) or float32"
+            )
+        self.distance_dtype = distance_dtype
         self.k = _positive_int(k, "k", self)
         self.bank_size = _positive_int(bank_size, "bank_size", self)
         if self.k > self.bank_size:
@@ -260,6 +282,9 @@ class KNNDensity(AnomalyHead):
         bank = self.bank - center
         bank_sq = bank.square().sum(dim=1)
         chunk_size = self.chunk_size or self.auto_chunk_size(bank.shape[0], x.device)
+        dtype = DISTANCE_DTYPES[self.distance_dtype]
+        if dtype != torch.float32:
+            return _to_image(self._shortlisted(x, center, bank, dtype, chunk_size), shape, out)
         # A fresh [chunk, B] tensor per chunk would cost the CPU page faults of the order of the
         # matmul itself; one buffer serves every chunk (not under autograd, which refuses out=).
         reuse = not (torch.is_grad_enabled() and x.requires_grad)
@@ -269,10 +294,65 @@ class KNNDensity(AnomalyHead):
             query = chunk - center
             into = None if buffer is None else buffer[: chunk.shape[0]]
             rest = torch.addmm(bank_sq, query, bank.T, alpha=-2, out=into)
-            kth = rest.topk(self.k, dim=1, largest=False, sorted=False).values.amax(dim=1)
+            kth = smallest_k(rest, self.k)[0].amax(dim=1)
             return kth.add_(query.square().sum(dim=1)).clamp_(min=0).sqrt_()
 
         return _to_image(_in_chunks(kth_distance, x, chunk_size), shape, out)
+
+    def _shortlisted(
+        self, x: Tensor, center: Tensor, bank: Tensor, dtype: torch.dtype, chunk_size: int
+    ) -> Tensor:
+        """k-th distances: 2k candidates from low-precision distances, re-ranked in float32."""
+        low_bank = bank.to(dtype)
+        low_bank_sq = bank.square().sum(dim=1).to(dtype)
+        candidates = min(2 * self.k, bank.shape[0])
+
+        def kth_distance(chunk: Tensor) -> Tensor:
+            query = chunk - center
+            rest = torch.addmm(low_bank_sq, query.to(dtype), low_bank.T, alpha=-2)
+            shortlist = smallest_k(rest, candidates)[1]
+            exact = (bank[shortlist] - query[:, None, :]).square().sum(dim=2)
+            kth = exact.topk(self.k, dim=1, largest=False, sorted=False).values.amax(dim=1)
+            return kth.sqrt_()
+
+        return _in_chunks(kth_distance, x, chunk_size)
+
+
+DISTANCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def smallest_k(distances: Tensor, k: int, groups: int | None = None) -> tuple[Tensor, Tensor]:
+    """The k smallest entries of each row of [C, B] and their columns (unsorted), exactly.
+
+    ``topk`` over long rows makes many passes over the matrix; this reads it once. The columns
+    are dealt into ``groups`` groups (column j to group j mod groups; default ~sqrt(B k)) and
+    each group's minimum is taken, a reduction over the matrix's rows of [C, B / groups, groups]
+    with contiguous reads. The k groups with the smallest minima then hold every one of the
+    row's k smallest values: the k-th smallest group minimum t bounds the k-th smallest value
+    from above (k groups each hold a value <= t), and a value below t lies in a group whose
+    minimum is below t, one of the k chosen. Only those groups' entries (about k B / groups) are
+    gathered for the final ``topk``. The values equal ``topk``'s; among ties the columns may
+    differ.
+    """
+    rows, columns = distances.shape
+    if groups is None:
+        groups = math.ceil(math.sqrt(columns * k))
+    depth = columns // groups  # full rounds of the deal
+    if groups <= k or depth <= 1:
+        result = distances.topk(k, dim=1, largest=False, sorted=False)
+        return result.values, result.indices
+    minima = distances[:, : depth * groups].unflatten(1, (depth, groups)).amin(dim=1)
+    left = columns - depth * groups  # the last, partial round: columns of the first groups
+    if left:
+        minima[:, :left] = torch.minimum(minima[:, :left], distances[:, depth * groups :])
+    chosen = minima.topk(k, dim=1, largest=False, sorted=False).indices
+    rounds = torch.arange(depth + (1 if left else 0), device=distances.device) * groups
+    candidates = (chosen[:, :, None] + rounds).reshape(rows, -1)
+    inside = candidates < columns
+    candidates = candidates.clamp_(max=columns - 1)
+    values = distances.gather(1, candidates).masked_fill_(~inside, float("inf"))
+    best = values.topk(k, dim=1, largest=False, sorted=False)
+    return best.values, candidates.gather(1, best.indices)
 
 
 class FlowDensity(AnomalyHead):

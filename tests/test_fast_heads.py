@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from baselines.density import KNNDensity
+from baselines.density import KNNDensity, smallest_k
 from baselines.softmax import (
     StandardizedMaxLogit,
     class_boundaries,
@@ -182,6 +182,41 @@ def test_knn_auto_chunks_match_a_float64_reference(monkeypatch, normalize):
     head.chunk_size = 10**6  # an explicit chunk size overrides the budget: one chunk here
     one_chunk = head.score(SegOutput(logits=torch.zeros(1, 3, 23, 5), features=features))
     np.testing.assert_allclose(one_chunk.numpy(), score.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_knn_low_precision_shortlist_reranked_in_float32_matches_the_exact_score(dtype):
+    head = _fitted_knn(k=5, bank_rows=400, dims=32, normalize=True, chunk_size=50)
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(2, 32, 9, 11, generator=generator)
+    output = SegOutput(logits=torch.zeros(2, 3, 9, 11), features=features)
+    exact = head.score(output)
+    head.distance_dtype = dtype
+    shortlisted = head.score(output)
+    assert shortlisted.dtype == torch.float32
+    np.testing.assert_allclose(shortlisted.numpy(), exact.numpy(), rtol=1e-5)
+    # Without the float32 re-ranking the k-th distance itself is off by the rounding error.
+    low = head.bank.to(getattr(torch, dtype))
+    assert float((low.float() - head.bank).abs().max()) > 1e-4
+    with pytest.raises(ValueError, match="distance_dtype must be one of"):
+        KNNDensity(distance_dtype="int8")
+    with pytest.raises(ValueError, match="needs normalize=true"):
+        KNNDensity(distance_dtype="float16", normalize=False)
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "k"), [(7, 1000, 10), (5, 997, 3), (4, 50, 20), (3, 12, 12), (6, 301, 1)]
+)
+def test_smallest_k_equals_topk_also_with_ties(rows, columns, k):
+    generator = torch.Generator().manual_seed(columns)
+    continuous = torch.randn(rows, columns, generator=generator)
+    tied = torch.randint(0, 6, (rows, columns), generator=generator).float()  # many ties
+    for distances in (continuous, tied, continuous.half()):
+        values, columns_of = smallest_k(distances, k)
+        expected = distances.topk(k, dim=1, largest=False).values
+        assert torch.equal(values.sort(dim=1).values, expected.sort(dim=1).values)
+        assert torch.equal(distances.gather(1, columns_of), values)  # columns name the values
+        assert all(len(set(row.tolist())) == k for row in columns_of)  # k distinct columns
 
 
 def test_knn_auto_chunk_size_spends_the_device_budget():
