@@ -4,11 +4,12 @@
 #   bash benchmarks/gpu.sh OUTDIR
 # 1. train.py + evaluate.py end to end on CUDA (synthetic data, 16-mixed training; evaluation in
 #    float32 and with fast.autocast=bf16 fast.channels_last=true), results copied to OUTDIR;
-# 2. benchmarks/overhead.py with DeepLabv3+ ResNet-101 (output stride 8) at 1024x2048.
+# 2. benchmarks/overhead.py with DeepLabv3+ ResNet-101 (output stride 8) at 1024x2048;
+# 3. benchmarks/kernels.py (kNN selection and per-image AP kernels), if time is left.
 set -u
 OUT=${1:-gpu-results}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 PY=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
@@ -28,7 +29,10 @@ fi
 
 timeout $(( ${BUDGET:-570} - SECONDS )) $PY benchmarks/overhead.py --device cuda --encoder resnet101 \
   --output-stride 8 --sizes 1024x2048 --batch 2 --batches 6 --repeats 2 --rounds 2 \
-  --eval-heads max_softmax entropy max_logit energy sml mc_dropout gaussian knn flow \
+  --eval-heads max_softmax entropy max_logit energy sml mc_dropout gaussian knn knn@fp16 flow \
     void_classifier outlier_exposure \
+  --multi-heads mc_dropout@T8 mc_dropout@T32 gaussian knn knn@fp16 knn@bf16 flow \
   --precision 32-true bf16-mixed 16-mixed --compile --json "$OUT/overhead_r101_1024x2048.json" \
   2>&1 | grep -v -i warn
+
+timeout $(( ${BUDGET:-570} - SECONDS )) $PY benchmarks/kernels.py --device cuda 2>&1 | tee "$OUT/kernels.txt"

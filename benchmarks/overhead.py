@@ -48,15 +48,22 @@ from fsbench.models import Segmenter
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SOFTMAX_HEADS = ["max_softmax", "entropy", "max_logit", "energy", "sml"]
 WARMUP = 2  # batches each Lightning run does before its clock starts
+# Head variants by label NAME@VARIANT: the config overrides that make them.
+VARIANTS = {
+    "mc_dropout@T8": ["head.mc_dropout.num_samples=8"],
+    "mc_dropout@T32": ["head.mc_dropout.num_samples=32"],
+    "knn@bf16": ["head.knn.distance_dtype=bfloat16"],
+    "knn@fp16": ["head.knn.distance_dtype=float16"],
+}
 
 
-def build_heads(names: list[str], overrides: dict[str, list[str]] | None = None) -> dict:
-    """Head configs of conf/head/NAME.yaml with their defaults (plus per-name overrides)."""
+def build_heads(names: list[str]) -> dict:
+    """Head configs of conf/head/NAME.yaml with their defaults (NAME@VARIANT: see VARIANTS)."""
     heads = {}
     with initialize_config_dir(str(CONF), version_base="1.3"):
         for label in names:
             name = label.split("@")[0]
-            extra = (overrides or {}).get(label, [])
+            extra = VARIANTS.get(label, [])
             cfg = compose("evaluate", overrides=[f"head={name}", *extra])
             heads[label] = instantiate(cfg.head[name])
     return heads
@@ -166,10 +173,20 @@ def bare_forward_seconds(segmenter, batches, device) -> float:
 
 
 def evaluation_seconds(
-    segmenter, heads, batches, device, deferred: bool | None = None
+    segmenter, heads, batches, device, deferred: bool | None = None, per_image_stride: int = 0
 ) -> tuple[float, float]:
-    """(steady seconds per batch, whole Trainer.test seconds) of AnomalyEvaluation."""
-    module = AnomalyEvaluation(segmenter, heads, ["bench"], ["bench"])
+    """(steady seconds per batch, whole Trainer.test seconds) of AnomalyEvaluation.
+
+    ``per_image_stride`` > 0 also computes per-image AP on that pixel stride (0: none).
+    """
+    module = AnomalyEvaluation(
+        segmenter,
+        heads,
+        ["bench"],
+        ["bench"],
+        per_image=per_image_stride > 0,
+        per_image_stride=max(1, per_image_stride),
+    )
     for per_dataset in module.anomaly_metrics.values():
         for metric in per_dataset.values():
             metric.deferred_checks = deferred
@@ -183,10 +200,15 @@ def section_eval(args, segmenter, size, device, rows) -> None:
     batches = anomaly_batches(size, args.batch, args.batches, device)
     heads = build_heads(args.eval_heads)
     fit = batches[:2]
-    runs = [(name, name, None) for name in heads]
+    runs = [(name, name, None, 0) for name in heads]
     if device.type == "cuda" and "max_softmax" in heads:  # the cost of a sync per update
-        runs.append(("max_softmax", "max_softmax, checks synchronised", False))
-    for name, label, deferred in runs:
+        runs.append(("max_softmax", "max_softmax, checks synchronised", False, 0))
+    if "max_softmax" in heads:  # per-image AP: exact (per_image: true) or the figure's estimate
+        for stride in args.per_image_strides:
+            runs.append(
+                ("max_softmax", f"max_softmax + per-image AP, stride {stride}", None, stride)
+            )
+    for name, label, deferred, stride in runs:
         head = heads[name]
         head.attach(segmenter)
         if head.requires_fit:
@@ -195,7 +217,9 @@ def section_eval(args, segmenter, size, device, rows) -> None:
         bare, framework, whole = [], [], []
         for _ in range(args.repeats):
             bare.append(bare_forward_seconds(segmenter, batches, device))
-            steady, total = evaluation_seconds(segmenter, {name: head}, batches, device, deferred)
+            steady, total = evaluation_seconds(
+                segmenter, {name: head}, batches, device, deferred, stride
+            )
             segmenter.to(device), head.to(device)  # Trainer.test hands modules back on the CPU
             framework.append(steady)
             whole.append(total)
@@ -216,12 +240,9 @@ def section_eval(args, segmenter, size, device, rows) -> None:
 def section_heads(args, segmenter, size, device, rows) -> None:
     batches = anomaly_batches(size, args.batch, 3, device)
     images = batches[0]["image"]
-    overrides = {
-        "mc_dropout@T8": ["head.mc_dropout.num_samples=8"],
-        "mc_dropout@T32": ["head.mc_dropout.num_samples=32"],
-    }
-    heads = build_heads(args.multi_heads, overrides)
+    heads = build_heads(args.multi_heads)
     fit = batches
+    scores: dict[str, torch.Tensor] = {}  # deterministic heads' scores, to compare variants
     with torch.inference_mode():
         for name, head in heads.items():
             head.attach(segmenter)
@@ -240,6 +261,18 @@ def section_heads(args, segmenter, size, device, rows) -> None:
                     )
                 )
             bare_s, head_s = statistics.median(bare), statistics.median(timed)
+            extra = {}
+            base = name.split("@")[0]
+            if base == "knn":  # a variant must give the plain head's scores (kNN: exact re-rank)
+                score = predict_heads(segmenter, {"h": head}, images)["h"].score.float()
+                scores.setdefault(base, score)
+                reference = scores[base]
+                extra["max_rel_diff"] = float(
+                    (score - reference).abs().max() / reference.abs().max()
+                )
+                extra["frac_pixels_diff"] = float(
+                    ((score - reference).abs() > 1e-4 * reference.abs().max()).float().mean()
+                )
             add_row(
                 rows,
                 "heads",
@@ -248,6 +281,7 @@ def section_heads(args, segmenter, size, device, rows) -> None:
                 bare_ms=1000 * bare_s,
                 head_ms=1000 * head_s,
                 cost=head_s / bare_s,
+                **extra,
             )
 
 
@@ -382,6 +416,13 @@ def main(argv: list[str] | None = None) -> int:
         "--multi-heads",
         nargs="+",
         default=["mc_dropout@T8", "mc_dropout@T32", "gaussian", "knn", "flow"],
+    )
+    parser.add_argument(
+        "--per-image-strides",
+        nargs="*",
+        type=int,
+        default=[1, 4],
+        help="eval rows of max_softmax with per-image AP at these pixel strides (1 = exact)",
     )
     parser.add_argument("--precision", nargs="+", default=["32-true"])
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
