@@ -284,7 +284,8 @@ class KNNDensity(AnomalyHead):
         chunk_size = self.chunk_size or self.auto_chunk_size(bank.shape[0], x.device)
         dtype = DISTANCE_DTYPES[self.distance_dtype]
         if dtype != torch.float32:
-            return _to_image(self._shortlisted(x, center, bank, dtype, chunk_size), shape, out)
+            shortlisted = self._shortlisted(x, center, bank, bank_sq, dtype, chunk_size)
+            return _to_image(shortlisted, shape, out)
         # A fresh [chunk, B] tensor per chunk would cost the CPU page faults of the order of the
         # matmul itself; one buffer serves every chunk (not under autograd, which refuses out=).
         reuse = not (torch.is_grad_enabled() and x.requires_grad)
@@ -300,11 +301,17 @@ class KNNDensity(AnomalyHead):
         return _to_image(_in_chunks(kth_distance, x, chunk_size), shape, out)
 
     def _shortlisted(
-        self, x: Tensor, center: Tensor, bank: Tensor, dtype: torch.dtype, chunk_size: int
+        self,
+        x: Tensor,
+        center: Tensor,
+        bank: Tensor,
+        bank_sq: Tensor,
+        dtype: torch.dtype,
+        chunk_size: int,
     ) -> Tensor:
         """k-th distances: 2k candidates from low-precision distances, re-ranked in float32."""
         low_bank = bank.to(dtype)
-        low_bank_sq = bank.square().sum(dim=1).to(dtype)
+        low_bank_sq = bank_sq.to(dtype)
         candidates = min(2 * self.k, bank.shape[0])
 
         def kth_distance(chunk: Tensor) -> Tensor:

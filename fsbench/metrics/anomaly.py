@@ -185,7 +185,8 @@ def per_image_ap(score: Tensor, target: Tensor, ignore_index: int = 255) -> tupl
     )
     # Scans run over the flattened batch (row-wise scans of a few long rows are slow on a GPU),
     # then each row's counts are made its own by subtracting the previous rows' totals.
-    tps = _row_cumsum(positive.gather(1, order))
+    sorted_positive = positive.gather(1, order)
+    tps = _row_cumsum(sorted_positive)
     fps = _row_cumsum(negative.gather(1, order))
     # Groups of equal scores: each one threshold. A group opens where the score changes (and at
     # each row's start) and closes before the next opens; its precision is the one at its close.
@@ -198,7 +199,7 @@ def per_image_ap(score: Tensor, target: Tensor, ignore_index: int = 255) -> tupl
     at_close = torch.where(closes, precision, 0.0).reshape(-1)
     group_precision = torch.zeros_like(at_close).index_add_(0, group, at_close)
     # AP = mean over the anomaly pixels of the precision of their threshold (sklearn's step sum).
-    per_pixel = group_precision[group].view(images, pixels) * positive.gather(1, order)
+    per_pixel = group_precision[group].view(images, pixels) * sorted_positive
     ap = per_pixel.sum(1) / n_pos.to(torch.float64)
     undefined = (n_pos == 0) | (n_pos == n_valid)
     return torch.where(undefined, torch.full_like(ap, float("nan")), ap), fraction
