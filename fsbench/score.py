@@ -51,8 +51,10 @@ from fsbench.metrics.components import (
     ComponentMetrics,
 )
 from fsbench.metrics.protocols import (
+    DEFAULT_SMIYC_COMMIT,
     FPR_RULES,
     PROTOCOLS,
+    SMIYC_COMMITS,
     PerImageMetrics,
     SmiycPixelCurve,
     fpr_at_tpr_rules,
@@ -301,12 +303,16 @@ def _pixel_values(metrics: dict[str, Any]) -> dict[str, Any]:
 class _Accumulators:
     """What one pass over the frames feeds, by protocol (and everything for ``explain``)."""
 
-    def __init__(self, protocol: str, explain: bool, bin_bits: int) -> None:
+    def __init__(
+        self, protocol: str, explain: bool, bin_bits: int, smiyc_commit: str = DEFAULT_SMIYC_COMMIT
+    ) -> None:
         wants = {protocol} | ({"fishyscapes", "smiyc", "per_image"} if explain else set())
         self.explain = explain
         self.pooled = AnomalyMetrics(bin_bits=bin_bits) if "fishyscapes" in wants else None
         self.with_anomaly = AnomalyMetrics(bin_bits=bin_bits) if explain else None
-        self.smiyc = SmiycPixelCurve() if "smiyc" in wants else None
+        self.smiyc = SmiycPixelCurve(commit=smiyc_commit) if protocol == "smiyc" else None
+        # --explain shows the binned curve of every toolkit commit side by side
+        self.binned = {c: SmiycPixelCurve(commit=c) for c in SMIYC_COMMITS} if explain else {}
         self.per_image = PerImageMetrics() if "per_image" in wants else None
         self.anomaly_free: list[str] = []
 
@@ -320,25 +326,26 @@ class _Accumulators:
             self.with_anomaly.update(score_t, label_t)
         if self.smiyc is not None:
             self.smiyc.update(score, label)
+        for curve in self.binned.values():
+            curve.update(score, label)
         if self.per_image is not None:
             self.per_image.update(name, score_t, label_t)
 
 
 def _explain(acc: _Accumulators, per_image: dict[str, Any], n_frames: int) -> dict[str, Any]:
     """Every convention of ``FPR_RULES``, AP beside trapezoid AUPR, per-image, anomaly-free."""
-    assert acc.pooled is not None and acc.smiyc is not None and acc.with_anomaly is not None
+    assert acc.pooled is not None and acc.with_anomaly is not None
     tps, fps = acc.pooled.cumulative_counts()
     pooled = _pixel_values(acc.pooled.compute())
-    binned = {formula: _safe(acc.smiyc.compute, formula) for formula in ("2023", "2021")}
+    binned = {commit: _safe(curve.compute) for commit, curve in acc.binned.items()}
     fpr95 = fpr_at_tpr_rules(tps, fps)
-    fpr95["binned"] = binned["2023"].get("fpr95", float("nan"))
+    fpr95["binned"] = binned[DEFAULT_SMIYC_COMMIT].get("fpr95", float("nan"))
     return {
         "fpr95": fpr95,
         "precision_recall": {
             "ap": pooled["ap"],
             "aupr_trapezoid": trapezoid_aupr(tps, fps),
-            "smiyc_ap_2023": binned["2023"].get("ap", float("nan")),
-            "smiyc_ap_2021": binned["2021"].get("ap", float("nan")),
+            **{f"smiyc_ap_{c}": binned[c].get("ap", float("nan")) for c in SMIYC_COMMITS},
         },
         "pooled": pooled,
         "per_image_mean": {key: per_image.get(key) for key in ("ap", "fpr95", "auroc")},
@@ -362,6 +369,7 @@ def _components(
     """Second pass of ``smiyc``: the toolkit's component metrics at its pixel threshold."""
     sizes = ROAD_OBSTACLE_21_SIZES if track == "obstacle" else ROAD_ANOMALY_21_SIZES
     components = ComponentMetrics(SmiycPixelCurve.component_threshold(threshold), *sizes)
+    # the toolkit scores the float16 maps it stored (Evaluation.save_output)
     for _, score, label in stream(dataset, files, args.key, args.negate, "components", args.bar):
         components.update(score.astype(np.float16), label)
     result = _safe(components.compute)
@@ -372,13 +380,13 @@ def _components(
 def score_maps(pred: str | Path, dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Score the maps in ``pred`` against ``dataset`` under ``args.protocol``; the payload.
 
-    ``args`` holds ``protocol, explain, formula, track, key, negate, allow_surplus, bar, worst,
+    ``args`` holds ``protocol, explain, smiyc_commit, track, key, negate, allow_surplus, bar, worst,
     bin_bits`` (see :func:`main`).
     """
     names = frame_names(dataset)
     files = match_frames(names, index_score_files(pred), args.allow_surplus)
     started = time.perf_counter()
-    acc = _Accumulators(args.protocol, args.explain, args.bin_bits)
+    acc = _Accumulators(args.protocol, args.explain, args.bin_bits, args.smiyc_commit)
     for index, score, label in stream(dataset, files, args.key, args.negate, "scoring", args.bar):
         try:
             acc.update(names[index], score, label)
@@ -394,8 +402,7 @@ def score_maps(pred: str | Path, dataset: Any, args: argparse.Namespace) -> dict
         )
     elif args.protocol == "smiyc":
         assert acc.smiyc is not None
-        results = acc.smiyc.compute(args.formula)
-        results["formula"] = args.formula
+        results = acc.smiyc.compute()
         track = args.track or ("obstacle" if "obstacle" in args.data else "anomaly")
         results["components"] = _components(
             dataset, files, results["best_f1_threshold"], track, args
@@ -404,7 +411,7 @@ def score_maps(pred: str | Path, dataset: Any, args: argparse.Namespace) -> dict
         results = per_image
     payload: dict[str, Any] = {
         "protocol": args.protocol,
-        "protocol_description": PROTOCOLS[args.protocol].format(formula=args.formula),
+        "protocol_description": PROTOCOLS[args.protocol].format(commit=args.smiyc_commit),
         "data": args.data,
         "predictions": str(Path(pred).resolve()),
         "n_frames": len(names),
@@ -471,6 +478,9 @@ def results_table(payload: dict[str, Any]) -> str:
             lines.append(f"| {frame['name']} | " + " | ".join(_pct(v) for v in values) + " |")
     if protocol == "smiyc" and "error" in results["components"]:
         lines.append(f"Component metrics: {results['components']['error']}")
+    if protocol == "smiyc":
+        for message in results["components"].get("undefined", []):
+            lines.append(f"Component metrics: {message}")
     return "\n".join(lines)
 
 
@@ -484,8 +494,8 @@ def explain_text(explain: dict[str, Any]) -> str:
         "Area under precision-recall:",
         f"  AP (step sum)          {_pct(pr['ap']):>7}  Fishyscapes, scikit-learn, fsbench",
         f"  AUPR (trapezoid)       {_pct(pr['aupr_trapezoid']):>7}  sklearn auc(recall, precision)",
-        f"  SMIYC binned AP 2023   {_pct(pr['smiyc_ap_2023']):>7}  toolkit since Aug 2023 (step)",
-        f"  SMIYC binned AP 2021   {_pct(pr['smiyc_ap_2021']):>7}  2021 leaderboard (trapezoid)",
+        f"  SMIYC AP @1c7804e      {_pct(pr['smiyc_ap_1c7804e']):>7}  toolkit, Aug 2023 (step)",
+        f"  SMIYC AP @05552386     {_pct(pr['smiyc_ap_05552386']):>7}  2021 formula (trapezoid)",
     ]
     pooled, mean = explain["pooled"], explain["per_image_mean"]
     frames = explain["per_image_frames"]
@@ -538,7 +548,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--protocol", default="fishyscapes", choices=list(PROTOCOLS))
     parser.add_argument("--explain", action="store_true", help="show every convention")
     parser.add_argument("--out", help="output folder (default ./fsbench_score/DATA_PROTOCOL)")
-    parser.add_argument("--formula", default="2023", choices=["2023", "2021"], help="smiyc AP")
+    parser.add_argument(
+        "--smiyc-commit",
+        default=DEFAULT_SMIYC_COMMIT,
+        choices=sorted(SMIYC_COMMITS),
+        help=f"smiyc: the toolkit commit to reproduce (default {DEFAULT_SMIYC_COMMIT}, the "
+        "reference; 05552386: the 2021 leaderboard's formula)",
+    )
     parser.add_argument("--track", choices=["anomaly", "obstacle"], help="smiyc component sizes")
     parser.add_argument("--key", help="array name inside .npz / .hdf5 files")
     parser.add_argument("--negate", action="store_true", help="score = -map (lower = anomalous)")

@@ -88,6 +88,7 @@ def test_perfect_prediction_scores_one_everywhere():
         "f1_per_threshold": [1.0] * 11,
         "n_gt_components": 2,
         "n_predicted_components": 2,
+        "undefined": [],
     }
 
 
@@ -282,15 +283,16 @@ def test_binarize_is_strict():
 
 def test_score_equal_to_the_threshold_is_not_predicted():
     # Object 2x2 with score exactly 0.5, everything else 0. At threshold 0.5 nothing is predicted
-    # (no predicted component: PPV undefined -> error); at 0.49 the object is predicted exactly.
+    # (no predicted component: PPV undefined, F1 0); at 0.49 the object is predicted exactly.
     label = blank()
     label[2:4, 2:4] = 1
     score = np.where(label == 1, 0.5, 0.0).astype(np.float32)
     at = ComponentMetrics(0.5, min_predicted_size=1, min_gt_size=1)
     at.update(score, label)
     assert_frame(at.frames[0], [0.0], [])
-    with pytest.raises(ValueError, match="no predicted component"):
-        at.compute()
+    result = at.compute()
+    assert result["ppv"] is None and result["mean_f1"] == 0.0
+    assert "no predicted component" in result["undefined"][0]
     below = ComponentMetrics(0.49, min_predicted_size=1, min_gt_size=1)
     below.update(score, label)
     assert below.compute()["mean_f1"] == 1.0
@@ -355,6 +357,7 @@ def test_pooling_over_frames_averages_components_not_frames():
         "f1_per_threshold": [2 / 7] * 11,
         "n_gt_components": 4,
         "n_predicted_components": 3,
+        "undefined": [],
     }
 
     acc = ComponentMetrics(0.5, min_predicted_size=1, min_gt_size=1)
@@ -430,25 +433,31 @@ def test_frame_components_matches_a_literal_reading_of_the_definition():
 # --------------------------------------------------------------------------- errors
 
 
-def test_no_ground_truth_component_is_an_error():
-    # Only inliers and a false-positive blob: sIoU_gt undefined (the toolkit gives NaN).
+def test_no_ground_truth_component_leaves_siou_undefined():
+    # Only inliers and a false-positive blob: sIoU_gt undefined (the toolkit gives NaN), every
+    # predicted component a false positive (F1 0, PPV 0); no component at all is an error.
     pred = no_pred()
     pred[2:4, 2:4] = True
     fc = frame(pred, blank())
     assert_frame(fc, [], [0.0])
-    with pytest.raises(ValueError, match="no ground-truth component"):
-        component_metrics([fc])
+    result = component_metrics([fc])
+    assert result["siou_gt"] is None and result["ppv"] == 0.0 and result["mean_f1"] == 0.0
+    assert len(result["undefined"]) == 1 and "no ground-truth component" in result["undefined"][0]
     with pytest.raises(ValueError, match="no ground-truth component.*no predicted component"):
         component_metrics([])
 
 
-def test_no_predicted_component_is_an_error():
+def test_no_predicted_component_leaves_ppv_undefined():
     label = blank()
     label[2:4, 2:4] = 1
     fc = frame(no_pred(), label)
     assert_frame(fc, [0.0], [])
-    with pytest.raises(ValueError, match="no predicted component.*threshold"):
-        component_metrics([fc])
+    result = component_metrics([fc])
+    assert result["ppv"] is None and result["siou_gt"] == 0.0 and result["mean_f1"] == 0.0
+    assert "no predicted component" in result["undefined"][0]
+    metrics = ComponentMetrics(0.5, min_predicted_size=1, min_gt_size=1)
+    metrics.update(np.zeros(label.shape, np.float32), label)
+    assert "threshold=0.5" in metrics.compute()["undefined"][0]
 
 
 def test_unexpected_label_values_are_listed():

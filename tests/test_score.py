@@ -1,5 +1,8 @@
 """``fsbench score``: each protocol against an independent computation, every ``--explain`` rule
-against a hand-computed curve, input checks, and the command line on files of every format."""
+against a hand-computed curve, input checks, and the command line on files of every format.
+
+The SMIYC pixel curve and component metrics are compared with the toolkit's own output in
+``test_smiyc_golden.py``; here the command line's wiring of them."""
 
 from __future__ import annotations
 
@@ -37,82 +40,6 @@ def sklearn_pooled(scores: list[np.ndarray], labels: list[np.ndarray]) -> dict[s
         "auroc": roc_auc_score(t, s),
         "fpr95": float(fpr[np.argmax(tpr >= 0.95)]),
     }
-
-
-def toolkit_frame(prob, gt, num_bins=768):
-    """Transcription of road_anomaly_benchmark binary_confusion_matrix, 'percentiles' bins."""
-    prob_at_true, prob_at_false = prob[gt], prob[~gt]
-    bins = [[0, 1]]
-    if prob_at_true.size:
-        bins += [
-            np.quantile(prob_at_true, np.linspace(0, 1, min(num_bins // 2, prob_at_true.size)))
-        ]
-    if prob_at_false.size:
-        bins += [
-            np.quantile(prob_at_false, np.linspace(0, 1, min(num_bins // 2, prob_at_false.size)))
-        ]
-    bins = np.unique(np.concatenate(bins))
-    tp_rel, _ = np.histogram(prob_at_true, bins=bins)
-    fp_rel, bin_edges = np.histogram(prob_at_false, bins=bins)
-    return dict(
-        bin_edges=bin_edges[::-1], tp_rel=tp_rel[::-1], fp_rel=fp_rel[::-1],
-        num_pos=int(gt.sum()), num_neg=int((~gt).sum()),
-    )  # fmt: skip
-
-
-def toolkit_curve(frames, formula="2023"):
-    """Transcription of aggregate_dynamic_bins + curves_from_cmats (2023 and 2021 versions)."""
-    thresholds = np.concatenate([r["bin_edges"][1:] for r in frames])
-    tp_relative = np.concatenate([r["tp_rel"] for r in frames])
-    fp_relative = np.concatenate([r["fp_rel"] for r in frames])
-    num_positives = sum(r["num_pos"] for r in frames)
-    num_negatives = sum(r["num_neg"] for r in frames)
-    order = np.argsort(thresholds)[::-1]
-    tp_cumu = np.cumsum(tp_relative[order].astype(np.float64))
-    fp_cumu = np.cumsum(fp_relative[order].astype(np.float64))
-    cmats = np.array(
-        [[tp_cumu, fp_cumu], [num_positives - tp_cumu, num_negatives - fp_cumu]]
-    ).transpose([2, 0, 1])
-    thresholds = thresholds[order]
-    if formula == "2023":
-        idx = np.concatenate(
-            [[0], np.nonzero(thresholds[:-1] != thresholds[1:])[0], [cmats.__len__() - 1]]
-        )
-        cmats = cmats[idx]
-    else:
-        first = next(i for i in range(len(cmats)) if cmats[i, 0, 0] + cmats[i, 0, 1] > 0.01)
-        cmats, thresholds = cmats[first:], thresholds[first:]
-    tp, fp, fn, tn = cmats[:, 0, 0], cmats[:, 0, 1], cmats[:, 1, 0], cmats[:, 1, 1]
-    num_pos, num_neg = tp[0] + fn[0], fp[0] + tn[0]
-    if formula == "2023":
-        if tp[0] != 0 or fp[0] != 0:
-            tp, fp = np.concatenate([[0], tp]), np.concatenate([[0], fp])
-            fn, tn = np.concatenate([[num_pos], fn]), np.concatenate([[num_neg], tn])
-        if tp[-1] != num_pos or fp[-1] != num_neg:
-            tp, fp = np.concatenate([tp, [num_pos]]), np.concatenate([fp, [num_neg]])
-            fn, tn = np.concatenate([fn, [0]]), np.concatenate([tn, [0]])
-        n_preds = tp + fp
-        precisions = np.ones(tp.shape[0])
-        precisions[n_preds > 0] = tp[n_preds > 0] / n_preds[n_preds > 0]
-    else:
-        precisions = tp / (tp + fp)
-    tp_rates, fp_rates = tp / (tp + fn), fp / (fp + tn)
-    f1_scores = (2 * tp) / (2 * tp + fp + fn)
-    i95 = np.searchsorted(tp_rates, 0.95)
-    ix = np.nanargmax(f1_scores)
-    if formula == "2023":
-        ap = np.sum(np.diff(tp_rates) * precisions[1:])
-    else:
-        ap = np.trapezoid(precisions, tp_rates)
-    return {
-        "ap": ap,
-        "auroc": np.trapezoid(tp_rates, fp_rates),
-        "fpr95": fp_rates[i95] if i95 < tp_rates.shape[0] else 1.0,
-        "best_f1_threshold": float(thresholds[ix]),
-    }
-
-
-# -- fixtures ----------------------------------------------------------------------------------
 
 
 def make_labels(seed: int = 0) -> dict[str, np.ndarray]:
@@ -195,23 +122,6 @@ def test_fishyscapes_protocol_in_every_format_matches_sklearn(tmp_path, smiyc_ro
     assert "| protocol `fishyscapes`:" in markdown
 
 
-def test_smiyc_pixel_curve_matches_toolkit_transcription():
-    rng = np.random.default_rng(3)
-    curve, frames = SmiycPixelCurve(), []
-    for i in range(5):
-        label = (rng.random((40, 50)) < 0.1 + 0.05 * i).astype(np.uint8)
-        label[:3] = 255
-        score = rng.beta(2, 5, label.shape) + 0.3 * (label == 1)
-        curve.update(score, label)
-        valid = label < 255
-        frames.append(toolkit_frame(score.astype(np.float16)[valid], label[valid].astype(bool)))
-    for formula in ("2023", "2021"):
-        ours, reference = curve.compute(formula), toolkit_curve(frames, formula)
-        for key in ("ap", "auroc", "fpr95", "best_f1_threshold"):
-            assert ours[key] == reference[key], (formula, key)
-    assert curve.compute("2023")["ap"] != curve.compute("2021")["ap"]
-
-
 def test_smiyc_protocol_components_on_a_hand_made_case(tmp_path, smiyc_root):
     """Inliers score 0.05, each anomaly square 0.9 but for its top-left pixel (0.5), and the
     anomaly-free frame holds a 20x30 false blob at 0.95. The toolkit's threshold is the lower
@@ -232,11 +142,8 @@ def test_smiyc_protocol_components_on_a_hand_made_case(tmp_path, smiyc_root):
     write_scores(tmp_path / "pred", scores, "npy")
     payload = run(tmp_path, root, "--protocol", "smiyc")
     results = payload["results"]
-    frames = [
-        toolkit_frame(s.astype(np.float16)[y < 255], y[y < 255] == 1)
-        for s, y in zip(scores.values(), labels.values(), strict=True)
-    ]
-    assert results["best_f1_threshold"] == toolkit_curve(frames)["best_f1_threshold"]
+    # the pixel curve itself is checked against the toolkit's output in test_smiyc_golden.py
+    assert results["best_f1_threshold"] == 0.5 and results["commit"] == "1c7804e"
     components = results["components"]
     assert components["threshold"] == 0.5
     expected_siou = np.mean([(n - 1) / n for n in sizes])
@@ -323,12 +230,13 @@ def test_explain_pooled_per_image_and_anomaly_free_against_sklearn(tmp_path, smi
         )
     assert explain["anomaly_free_frames"] == ["frame.free"]
     assert explain["without_anomaly_free"]["fpr95"] != explain["pooled"]["fpr95"]
-    valid = {n: y < 255 for n, y in labels.items()}
-    frames = [
-        toolkit_frame(scores[n].astype(np.float16)[v], labels[n][v] == 1) for n, v in valid.items()
-    ]
-    assert explain["fpr95"]["binned"] == toolkit_curve(frames)["fpr95"]
-    assert explain["precision_recall"]["smiyc_ap_2021"] == toolkit_curve(frames, "2021")["ap"]
+    binned = {c: SmiycPixelCurve(commit=c) for c in ("1c7804e", "05552386")}
+    for name, score in scores.items():
+        for curve in binned.values():
+            curve.update(score, labels[name])
+    assert explain["fpr95"]["binned"] == binned["1c7804e"].compute()["fpr95"]
+    for commit, curve in binned.items():
+        assert explain["precision_recall"][f"smiyc_ap_{commit}"] == curve.compute()["ap"]
     text = (tmp_path / "out" / "results.md").read_text()
     for rule in ("first_tpr_geq", "first_tpr_gt", "interpolated", "closest", "binned"):
         assert rule in text

@@ -48,25 +48,28 @@ Labels: 0 = inlier, 1 = anomaly, ``ignore_index`` (255) = void. The procedure, i
 Where this module departs from the toolkit (on purpose):
 
 * With no ground-truth component in the data set, or no predicted component, the toolkit yields
-  NaN (or a ``ZeroDivisionError`` in the F1). fsbench raises a ``ValueError`` saying which is
-  missing and what to check, instead of reporting a number.
+  NaN for the mean it cannot take (and a ``ZeroDivisionError`` in the F1 when both are
+  missing). fsbench gives ``None`` for that value with a message saying which is missing and
+  what to check (``"undefined"``), and raises a ``ValueError`` when both are missing.
 * The toolkit's size loops also visit label 0 (the background): on a (tiny) image whose
   non-anomaly pixels number fewer than ``min_gt_size`` it would void the whole background.
   fsbench never voids the background.
 * The toolkit also computes an sIoU of each predicted component ("sIoU_pred"); it is not part of
   the published leaderboard and is not computed here.
 
-Behaviour read in the toolkit's code and reproduced here (read at commit 7bf85bf; not re-checked
-at 1c7804e, the commit BENCHMARKS.md cites): connectivity is computed before the
+Behaviour read in the toolkit's code and reproduced here (``instance_segmentation.py``, the same at
+1c7804e and 05552386): connectivity is computed before the
 restriction to the evaluation region, so a predicted component bridged only through a voided
 ground-truth component stays *one* component, and a predicted component that passes the size
 filter thanks to pixels on voided ground truth is kept even if few of its pixels remain in the
 region. Pixels with ``label == ignore_index`` never bridge predicted components (step 2).
 
-Unverified: the exact type of the toolkit's threshold when it compares float16 scores. If it is a
-Python ``float``, numpy compares in float16, i.e. with t rounded to float16; fsbench compares the
-stored score values with t exactly (in float64). To mimic the float16 comparison, pass
-``float(numpy.float16(t))`` as the threshold and float16 scores.
+Checked against the toolkit's own output at 1c7804e (``tests/golden/make_smiyc_golden.py``): the
+toolkit reads its threshold back from HDF5 as a numpy float64 and compares float16 scores with
+it, which its pinned numpy 1.23 evaluates in float16, i.e. with t rounded to float16. fsbench
+compares the stored score values with t exactly (in float64); to reproduce the toolkit, pass
+``SmiycPixelCurve.component_threshold(t)`` (t rounded to float16) and float16 scores, as
+``fsbench score --protocol smiyc`` does.
 """
 
 from __future__ import annotations
@@ -262,7 +265,7 @@ def frame_components(
 
 
 _NO_GT = (
-    "no ground-truth component in any frame, so sIoU_gt and the F1 are undefined; check that "
+    "no ground-truth component in any frame, so sIoU_gt is undefined; check that "
     "the labels mark anomalies with 1 (not 2 or 255), that the data set has anomalous frames, "
     "and that min_gt_size does not void every object"
 )
@@ -285,13 +288,17 @@ def component_metrics(
 
     Returns:
         ``{"siou_gt", "ppv", "mean_f1"}`` as python floats in [0, 1], ``"f1_per_threshold"`` as
-        a list of floats (one per τ, in order), and ``{"n_gt_components",
-        "n_predicted_components"}`` as python ints.
+        a list of floats (one per τ, in order), ``{"n_gt_components",
+        "n_predicted_components"}`` as python ints, and ``"undefined"``: a list of messages,
+        one per value that is undefined and given as ``None``. Without a predicted component
+        PPV is undefined, while sIoU_gt (every component scores 0) and the F1 (0) are defined;
+        without a ground-truth component sIoU_gt is undefined and the F1 is 0 (every predicted
+        component is a false positive). The toolkit reports NaN for an undefined mean; fsbench
+        says which value and why.
 
     Raises:
-        ValueError: when no frame has a ground-truth component (sIoU_gt and F1 undefined) or
-            no frame has a predicted component (PPV undefined), instead of returning NaN as the
-            toolkit does; or when ``thresholds`` is empty.
+        ValueError: when there is no component at all (nothing is defined; the toolkit divides
+            by zero), or when ``thresholds`` is empty.
     """
     frames = list(frames)
     taus = np.asarray(list(thresholds) if not isinstance(thresholds, np.ndarray) else thresholds)
@@ -303,20 +310,21 @@ def component_metrics(
         [np.empty(0)] + [np.asarray(f.precisions, np.float64) for f in frames]
     )
     missing = [msg for msg, n in ((_NO_GT, sious.size), (_NO_PRED, precisions.size)) if n == 0]
-    if missing:
+    if len(missing) == 2:
         raise ValueError(f"{len(frames)} frame(s): " + "; also ".join(missing))
 
     tp = (sious[None, :] >= taus[:, None]).sum(axis=1)
     fn = sious.size - tp
     fp = (precisions[None, :] < taus[:, None]).sum(axis=1)
-    f1 = 2 * tp / (2 * tp + fn + fp)  # denominator >= number of gt components > 0
+    f1 = 2 * tp / (2 * tp + fn + fp)  # denominator >= number of components > 0
     return {
-        "siou_gt": float(sious.mean()),
-        "ppv": float(precisions.mean()),
+        "siou_gt": float(sious.mean()) if sious.size else None,
+        "ppv": float(precisions.mean()) if precisions.size else None,
         "mean_f1": float(f1.mean()),
         "f1_per_threshold": [float(v) for v in f1],
         "n_gt_components": int(sious.size),
         "n_predicted_components": int(precisions.size),
+        "undefined": [f"{len(frames)} frame(s): {msg}" for msg in missing],
     }
 
 
@@ -430,14 +438,19 @@ class ComponentMetrics:
     def compute(self, thresholds: np.ndarray | Iterable[float] = DEFAULT_F1_THRESHOLDS) -> dict:
         """Pool the frames seen so far with :func:`component_metrics`.
 
+        The messages of undefined values (and of the error) name this accumulator's threshold
+        and sizes.
+
         Raises:
-            ValueError: when there is no ground-truth or no predicted component (the message
-                names this accumulator's threshold and sizes).
+            ValueError: when there is no ground-truth and no predicted component.
         """
+        where = (
+            f" [threshold={self.threshold}, min_predicted_size={self.min_predicted_size}, "
+            f"min_gt_size={self.min_gt_size}]"
+        )
         try:
-            return component_metrics(self._frames, thresholds)
+            result = component_metrics(self._frames, thresholds)
         except ValueError as err:
-            raise ValueError(
-                f"{err} [threshold={self.threshold}, min_predicted_size="
-                f"{self.min_predicted_size}, min_gt_size={self.min_gt_size}]"
-            ) from err
+            raise ValueError(f"{err}{where}") from err
+        result["undefined"] = [message + where for message in result["undefined"]]
+        return result

@@ -24,9 +24,11 @@ from torch import Tensor
 from fsbench.metrics.anomaly import anomaly_metrics, ranking_metrics
 
 __all__ = [
+    "DEFAULT_SMIYC_COMMIT",
     "FPR_RULES",
     "PROTOCOLS",
     "PerImageMetrics",
+    "SMIYC_COMMITS",
     "SmiycPixelCurve",
     "fpr_at_tpr_rules",
     "trapezoid_aupr",
@@ -41,7 +43,7 @@ PROTOCOLS: dict[str, str] = {
     ),
     "smiyc": (
         "SegmentMeIfYouCan toolkit: float16 scores, per-frame histograms on quantile edges "
-        "(384 of the anomaly + 384 of the inlier scores), merged; AP by the {formula} formula; "
+        "(384 of the anomaly + 384 of the inlier scores), merged, as at toolkit commit {commit}; "
         "component metrics (sIoU_gt, PPV, mean F1) at the toolkit's best-F1 threshold"
     ),
     "per_image": (
@@ -124,50 +126,95 @@ def trapezoid_aupr(tps: Tensor | np.ndarray, fps: Tensor | np.ndarray) -> float:
     return float(np.trapezoid(np.r_[1.0, precision], np.r_[0.0, tpr]))
 
 
+#: Toolkit commit -> what ``SmiycPixelCurve`` reproduces of it (``fsbench score --smiyc-commit``).
+SMIYC_COMMITS: dict[str, str] = {
+    "1c7804e": (
+        "SegmentMeIfYouCan/road-anomaly-benchmark @1c7804e (Aug 2023, the reference): edges "
+        "[vmin - eps, vmax + eps] + quantiles, runs of equal thresholds collapsed, step AP, "
+        "best-F1 threshold on the collapsed curve"
+    ),
+    "05552386": (
+        "SegmentMeIfYouCan/road-anomaly-benchmark @05552386 (Oct 2022, the 2021 leaderboard's "
+        "formula): edges [0, 1] + quantiles (scores outside [0, 1] uncounted), no-prediction "
+        "prefix removed, trapezoid AP"
+    ),
+}
+DEFAULT_SMIYC_COMMIT = "1c7804e"
+
+
 class SmiycPixelCurve:
     """The SegmentMeIfYouCan toolkit's binned pixel curve, one frame at a time.
 
-    Read in ``SegmentMeIfYouCan/road-anomaly-benchmark`` (independent re-implementation, no code
-    taken), ``road_anomaly_benchmark/metrics/``:
+    An independent re-implementation (no code taken) of ``SegmentMeIfYouCan/road-anomaly-
+    benchmark`` @1c7804e, ``road_anomaly_benchmark/metrics/``, checked against the toolkit's
+    own output (``tests/golden/make_smiyc_golden.py``; the toolkit's pinned numpy 1.23.3):
 
-    * ``pixel_classification.py`` @05552386, ``binary_confusion_matrix`` (line 16): the valid
-      pixels are those with label < 255 (``process_frame``); bin edges are
-      ``unique([0, 1] + quantile(anomaly scores, linspace(0, 1, min(384, n_anomaly))) +
-      quantile(inlier scores, linspace(0, 1, min(384, n_inlier))))`` (lines 38-55; 384 =
-      768 // 2, config ``PixBinaryClass``), each class is counted with ``numpy.histogram`` on
-      these edges (lines 63-77: the last bin is closed), reversed to run from high to low.
-      ``aggregate_dynamic_bins``: every frame's thresholds (its reversed edges without the
-      first, i.e. each bin's lower edge) and counts are concatenated, ordered by
-      ``numpy.argsort(thresholds)[::-1]`` (the same call here, so ties order alike) and summed.
-    * ``pixel_classification_curves.py`` @6bc8f371, ``curves_from_cmats`` (line 52), the
-      formula since Aug 2023: one point is kept per run of equal thresholds (its last, plus
-      index 0 always, lines 66-70), (0, 0) is prepended when missing and the totals appended;
-      precision is 1 where nothing is predicted; AP = sum(diff(recall) * precision[1:]) (step),
-      AUROC = trapz(TPR, FPR), FPR95 = FPR at ``searchsorted(TPR, 0.95)`` (1.0 if never
-      reached), best-F1 threshold = ``thresholds[argmax F1]`` where ``thresholds`` is the
-      *uncollapsed* sorted list while F1 runs over the collapsed curve: the index is off by the
-      points collapsed and prepended, and the toolkit uses that threshold as it is.
-    * The 2021 formula (the same file before Aug 2023, which the 2021 leaderboard used): the
-      prefix with no prediction is removed, no point is collapsed or added, AP =
-      trapz(precision, recall), and the best-F1 threshold indexes the same list.
-    * ``instance_segmentation.py`` @7bf85bf, ``MetricSegment.get_thresh_p_from_curve``: the
-      component metrics use ``best_f1_threshold`` of this curve; ``default_instancer`` (line 20)
-      compares ``anomaly_p > thresh_p`` with float16 scores and a Python float, which NumPy
-      evaluates in float16 (:meth:`component_threshold` rounds accordingly).
+    * ``pixel_classification.py``, ``binary_confusion_matrix`` (config ``PixBinaryClass``:
+      768 bins, ``percentiles``): on the valid pixels (label < 255) of a frame, with
+      ``vmin, vmax`` their float16 extremes and ``eps = max(0.01 (vmax - vmin), 0.01)``
+      (``vmax - vmin`` rounded to float16, the rest in float64 as numpy 1.23 promotes it), the
+      edges are ``unique([vmin - eps, vmax + eps] + quantile(anomaly scores, linspace(0, 1,
+      min(384, n_anomaly))) + quantile(inlier scores, linspace(0, 1, min(384, n_inlier))))``;
+      each class is counted with ``numpy.histogram`` on these edges, reversed to run from high
+      to low. ``aggregate_dynamic_bins``: every frame's thresholds (its reversed edges without
+      the first) and counts are concatenated, ordered by ``numpy.argsort(thresholds)[::-1]``
+      and summed.
+    * ``pixel_classification_curves.py``, ``curves_from_cmats``: the points at index 0 and at
+      the last index of every run of equal thresholds are kept, *thresholds included*; a point
+      (0, 0) with threshold ``max + 1`` is prepended when missing, the totals with threshold
+      ``max - 1`` appended when missing; precision is 1 where nothing is predicted;
+      AP = sum(diff(recall) * precision[1:]) (step), AUROC = trapz(TPR, FPR), FPR95 = FPR at
+      ``searchsorted(TPR, 0.95)`` (1.0 if never reached), and the best-F1 threshold is
+      ``thresholds[nanargmax(F1)]`` on that same collapsed, padded list.
+    * ``instance_segmentation.py``, ``MetricSegment``: the component threshold is that
+      best-F1 threshold, read back from the curve's HDF5 file as a numpy float64 and compared
+      with float16 scores, ``anomaly_p > thresh_p``, which numpy 1.23 evaluates in float16
+      (:meth:`component_threshold` rounds accordingly).
+
+    ``commit="05552386"`` reproduces the toolkit of Oct 2022 instead (the formula of the 2021
+    leaderboard), also checked against its own output: edges ``[0, 1]`` + the same quantiles
+    (scores outside [0, 1] fall outside every bin and are never counted as predicted), no
+    collapsing or padding, the prefix without predictions removed, precision tp / (tp + fp),
+    AP = trapz(precision, recall). Commit 6bc8f37 (Aug 5, 2023), whose best-F1 threshold
+    indexes the uncollapsed list with the collapsed curve's argmax, is not offered: 1c7804e
+    fixed exactly that.
+
+    Tie order. Frames often share a threshold (quantized scores, common extremes). The toolkit
+    orders equal thresholds by ``numpy.argsort``, which is not stable, over frames its worker
+    pool returns in any order (``imap_unordered``), so where such an order matters its result
+    is not defined: at 1c7804e only the kept point at index 0 (the first of the highest run of
+    equal thresholds) depends on it; at 05552386 every point does. fsbench keeps equal
+    thresholds in the order the frames were added; the golden test checks that the result is
+    one of the toolkit's own results over the frame orders, and equals its only result where
+    the order does not matter.
 
     The official pipeline stores scores as float16 (``Evaluation.save_output``), so
     :meth:`update` casts to float16 first. Memory: at most 3 x 769 numbers per frame.
     """
 
-    def __init__(self, num_bins: int = 768) -> None:
+    def __init__(self, num_bins: int = 768, commit: str = DEFAULT_SMIYC_COMMIT) -> None:
         if num_bins < 4:
             raise ValueError(f"num_bins must be >= 4, got {num_bins}")
+        if commit not in SMIYC_COMMITS:
+            raise ValueError(
+                f"unknown SegmentMeIfYouCan toolkit commit {commit!r}; choose one of "
+                f"{sorted(SMIYC_COMMITS)} (default {DEFAULT_SMIYC_COMMIT}, the reference)"
+            )
         self.num_bins = num_bins
+        self.commit = commit
         self._thresholds: list[np.ndarray] = []
         self._tp: list[np.ndarray] = []
         self._fp: list[np.ndarray] = []
         self.n_anomaly = 0
         self.n_inlier = 0
+        self.frames_without_valid_pixels = 0
+
+    def _outer_edges(self, values: np.ndarray) -> list[float]:
+        if self.commit == "05552386":
+            return [0.0, 1.0]
+        vmin, vmax = values.min(), values.max()  # float16
+        eps = max(float(vmax - vmin) * 1e-2, 1e-2)  # float16 difference, then float64
+        return [float(vmin) - eps, float(vmax) + eps]
 
     def update(self, score: np.ndarray, label: np.ndarray) -> None:
         """Add one frame: ``score`` real [H, W] (cast to float16), ``label`` uint8 [H, W]."""
@@ -181,9 +228,12 @@ class SmiycPixelCurve:
                 "(NaN, inf, or beyond +-65504); the smiyc protocol stores float16 as the "
                 "toolkit does: rescale the scores, e.g. to probabilities in [0, 1]"
             )
+        if values.size == 0:  # the toolkit fails on such a frame; it adds nothing to the curve
+            self.frames_without_valid_pixels += 1
+            return
         at_true, at_false = values[positive], values[~positive]
         half = self.num_bins // 2
-        edges: list[Any] = [[0, 1]]
+        edges: list[Any] = [np.array(self._outer_edges(values))]
         for part in (at_true, at_false):
             if part.size:
                 edges.append(np.quantile(part, np.linspace(0, 1, min(half, part.size))))
@@ -203,49 +253,62 @@ class SmiycPixelCurve:
                 f"{self.n_anomaly} anomaly and {self.n_inlier} inlier pixels"
             )
         thresholds = np.concatenate(self._thresholds)
-        order = np.argsort(thresholds)[::-1]
+        # Highest first; equal thresholds of different frames in the order the frames came
+        # (the toolkit's ``argsort(...)[::-1]`` is not stable, and its worker pool returns frames
+        # in any order, so its tie order is not defined: see the class docstring).
+        order = np.argsort(-thresholds, kind="stable")
         tp = np.cumsum(np.concatenate(self._tp)[order].astype(np.float64))
         fp = np.cumsum(np.concatenate(self._fp)[order].astype(np.float64))
         return thresholds[order], tp, fp
 
-    def compute(self, formula: str = "2023") -> dict[str, Any]:
-        """``{"ap", "auroc", "fpr95", "best_f1", "best_f1_threshold", "n_anomaly", "n_inlier"}``.
-
-        Args:
-            formula: ``"2023"`` (step AP, the toolkit since Aug 2023) or ``"2021"`` (trapezoid
-                AP, the 2021 leaderboard).
-        """
-        if formula not in ("2021", "2023"):
-            raise ValueError(f"formula must be '2021' or '2023', got {formula!r}")
+    def _points(self) -> tuple[np.ndarray, ...]:
+        """tp, fp, precision, thresholds (float64 [P]) of ``curves_from_cmats`` at the commit."""
         thresholds, tp, fp = self._sorted()
         pos, neg = float(self.n_anomaly), float(self.n_inlier)
-        if formula == "2023":
-            keep = np.concatenate([[0], np.nonzero(thresholds[:-1] != thresholds[1:])[0]])
-            keep = np.concatenate([keep, [tp.size - 1]])
-            tp, fp = tp[keep], fp[keep]
+        if self.commit == "1c7804e":
+            keep = np.concatenate(
+                [[0], np.nonzero(thresholds[:-1] != thresholds[1:])[0], [tp.size - 1]]
+            )
+            tp, fp, thresholds = tp[keep], fp[keep], thresholds[keep].astype(np.float64)
             if tp[0] != 0 or fp[0] != 0:
                 tp, fp = np.r_[0.0, tp], np.r_[0.0, fp]
+                thresholds = np.r_[float(thresholds.max()) + 1, thresholds]
             if tp[-1] != pos or fp[-1] != neg:
                 tp, fp = np.r_[tp, pos], np.r_[fp, neg]
+                thresholds = np.r_[thresholds, float(thresholds.max()) - 1]
             predicted = tp + fp
             precision = np.ones(tp.size)
             precision[predicted > 0] = tp[predicted > 0] / predicted[predicted > 0]
         else:
-            start = int(np.argmax(tp + fp > 0.01))
-            tp, fp, thresholds = tp[start:], fp[start:], thresholds[start:]
+            predicting = np.nonzero(tp + fp > 0.01)[0]
+            start = int(predicting[0]) if predicting.size else 0
+            tp, fp, thresholds = tp[start:], fp[start:], thresholds[start:].astype(np.float64)
             precision = tp / (tp + fp)
+        return tp, fp, precision, thresholds
+
+    def curve(self) -> dict[str, np.ndarray]:
+        """The toolkit's curve: ``{"tpr", "fpr", "precision", "thresholds"}``, float64 [P].
+
+        The points are those of ``curves_from_cmats`` at :attr:`commit` (recall = TPR).
+        """
+        tp, fp, precision, thresholds = self._points()
+        return {
+            "tpr": tp / float(self.n_anomaly),
+            "fpr": fp / float(self.n_inlier),
+            "precision": precision,
+            "thresholds": thresholds,
+        }
+
+    def compute(self) -> dict[str, Any]:
+        """``{"ap", "auroc", "fpr95", "best_f1", "best_f1_threshold", "n_anomaly", "n_inlier",
+        "commit"}``, as the toolkit at :attr:`commit` computes them."""
+        tp, fp, precision, thresholds = self._points()
+        pos, neg = float(self.n_anomaly), float(self.n_inlier)
         tpr, fpr = tp / pos, fp / neg
         f1 = 2 * tp / (2 * tp + fp + (pos - tp))
         at95 = int(np.searchsorted(tpr, 0.95))
         best = int(np.nanargmax(f1))
-        if best >= thresholds.size:
-            raise ValueError(
-                f"the best-F1 point is curve index {best}, past the {thresholds.size} "
-                "thresholds the toolkit indexes with it (its threshold list is not collapsed "
-                "like its curve): the toolkit fails here too. Is nearly every valid pixel "
-                "an anomaly?"
-            )
-        if formula == "2023":
+        if self.commit == "1c7804e":
             ap = float(np.sum(np.diff(tpr) * precision[1:]))
         else:
             ap = float(np.trapezoid(precision, tpr))
@@ -257,6 +320,7 @@ class SmiycPixelCurve:
             "best_f1_threshold": float(thresholds[best]),
             "n_anomaly": self.n_anomaly,
             "n_inlier": self.n_inlier,
+            "commit": self.commit,
         }
 
     @staticmethod
