@@ -148,20 +148,30 @@ class StandardizedMaxLogit(AnomalyHead):
     The max logit of a pixel is standardized with the mean and standard deviation of the max
     logits of the training pixels *predicted* as the same class: SML = (L - mu_c) / sigma_c with
     c = argmax. The score is -SML (higher = more anomalous). Two optional post-processing steps of
-    the paper refine the map using the predicted segmentation:
+    the paper refine the map using the predicted segmentation, as the official code does them
+    (shjung13/Standardized-max-logits @c52a513, ``network/deepv3.py``:
+    ``BoundarySuppressionWithSmoothing``, with kornia @af948c5 morphology, the commit its
+    requirements.txt pins; checked against that code's output in tests/test_sml_golden.py):
 
-    * boundary suppression: for ``boundary_iterations`` rounds, with a boundary width shrinking
-      from ``boundary_width`` to 1 pixel, the values on class boundaries of the prediction are
-      replaced by the mean of the non-boundary values in their 3x3 neighbourhood;
-    * dilated smoothing: a Gaussian kernel (``smoothing_kernel``, ``smoothing_sigma``) with
-      dilation ``smoothing_dilation`` averages the map over a wide support.
+    * boundary suppression (:func:`suppress_boundaries`): the class boundaries of the prediction
+      (:func:`class_boundaries`) are widened by an L1 (diamond) dilation whose radius shrinks
+      over ``boundary_iterations`` rounds, and in each round the values on them are replaced by
+      the mean of the non-boundary values in their 3x3 neighbourhood;
+    * dilated smoothing (:func:`dilated_gaussian_smoothing`): a Gaussian kernel
+      (``smoothing_kernel``, ``smoothing_sigma``) with dilation ``smoothing_dilation`` averages
+      the map over a wide support.
 
-    The defaults follow the paper's (4 rounds, width 4; 7x7 kernel, sigma 1, dilation 6).
-    Classes never predicted on the training set get the statistics of all training pixels.
+    The defaults are the official ones (width 4 in 4 rounds; 7x7 kernel, sigma 1, dilation 6).
+    The official code fixes the kernel at 7x7 with sigma 1 (its ``kernel_size`` argument is
+    overwritten by that weight); other values here are an extension. The statistics are the
+    official ones: mean and unbiased variance (n - 1, ``Tensor.var``) of the max logit per
+    predicted class. Classes never predicted on the training set get the statistics of all
+    training pixels (one predicted pixel: its mean, with the variance of all pixels).
 
     Args:
         boundary_suppression: apply boundary suppression.
-        boundary_iterations, boundary_width: its rounds and initial width.
+        boundary_iterations, boundary_width: its rounds and initial width; the width must be a
+            multiple of the rounds (an assert in the official code).
         dilated_smoothing: apply dilated smoothing.
         smoothing_kernel, smoothing_sigma, smoothing_dilation: its Gaussian kernel.
     """
@@ -177,6 +187,8 @@ class StandardizedMaxLogit(AnomalyHead):
         smoothing_dilation: int = 6,
     ) -> None:
         super().__init__()
+        if boundary_suppression:
+            _expansion_radii(boundary_width, boundary_iterations)  # raises on bad values
         self.boundary_suppression = boundary_suppression
         self.boundary_iterations = boundary_iterations
         self.boundary_width = boundary_width
@@ -207,11 +219,15 @@ class StandardizedMaxLogit(AnomalyHead):
                 )
         if count is None or count.sum() == 0:
             raise ValueError("StandardizedMaxLogit.fit got no training pixels from the loader")
-        overall_mean = total.sum() / count.sum()
-        overall_var = total_sq.sum() / count.sum() - overall_mean**2
-        seen = count > 0
-        mean = torch.where(seen, total / count.clamp(min=1), overall_mean)
-        var = torch.where(seen, total_sq / count.clamp(min=1) - mean**2, overall_var)
+        # Unbiased variances (n - 1), as the official calculate_statistics.py takes them with
+        # torch's Tensor.var (shjung13/Standardized-max-logits @c52a513).
+        n = count.sum()
+        overall_mean = total.sum() / n
+        overall_var = (total_sq.sum() - n * overall_mean**2) / (n - 1).clamp(min=1)
+        seen = count > 1
+        mean = torch.where(count > 0, total / count.clamp(min=1), overall_mean)
+        var = (total_sq - count * mean**2) / (count - 1).clamp(min=1)
+        var = torch.where(seen, var, overall_var)
         self.class_mean = mean.float()
         self.class_std = var.clamp(min=1e-12).sqrt().float()
 
@@ -231,92 +247,135 @@ class StandardizedMaxLogit(AnomalyHead):
         return score[:, 0]
 
 
-def class_boundaries(predicted: Tensor, width: int) -> Tensor:
-    """bool [N, 1, H, W]: pixels with another predicted class within ``width`` pixels (square).
+def _expansion_radii(width: int, iterations: int) -> list[int]:
+    """The boundary dilation radius of each suppression round, as in the official code.
 
-    predicted int [N, H, W]. The window is the (2 width + 1)^2 square around the pixel, clipped at
-    the image border; width 0 marks nothing.
+    Round i of k dilates the boundary by width - (width // k) i - 1, the last round by 0: width
+    4 in 4 rounds gives 3, 2, 1, 0; width 6 in 3 rounds 5, 3, 0; width 0 gives 0 in every round.
+    The official code asserts width % k == 0 and has dilation kernels for radii 1-9 only (width
+    <= 10 with two or more rounds); any radius works here.
     """
-    return _boundaries_by_width(predicted, [width])[width]
+    for name, value in (("boundary_width", width), ("boundary_iterations", iterations)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"head.sml.{name} must be an integer >= 0, got {value!r}")
+    if iterations == 0:
+        return []
+    if width % iterations:
+        raise ValueError(
+            f"head.sml.boundary_width ({width}) must be a multiple of "
+            f"head.sml.boundary_iterations ({iterations}): each round narrows the boundary by "
+            "width // iterations (an assert in the official SML code)"
+        )
+    step = width // iterations
+    last = iterations - 1
+    return [0 if width == 0 or i == last else width - step * i - 1 for i in range(iterations)]
 
 
-def _boundaries_by_width(predicted: Tensor, widths: list[int]) -> dict[int, Tensor]:
-    """:func:`class_boundaries` of predicted int [N, H, W] for each width, sharing the work.
+def class_boundaries(predicted: Tensor, radius: int = 0) -> Tensor:
+    """bool [N, 1, H, W]: the official SML class boundaries of predicted int [N, H, W].
 
-    A pixel has another class within width w iff some pixel within w - 1 of it has another class
-    among its 8 neighbours (walk from the pixel towards the other class: the first change of class
-    happens between 8-neighbours, the first of them within w - 1). So the width-1 boundary comes
-    from comparing 8-neighbours of the labels as they are (no float copy, no max filter), and
-    wider ones by dilating it, each width from the next smaller one.
+    As ``find_boundaries`` and ``expand_boundaries`` of shjung13/Standardized-max-logits @c52a513
+    (``network/deepv3.py``) compute it with kornia @af948c5: a pixel is on the boundary iff the
+    dilation of the label map by the 3x3 cross differs from its erosion by the 3x3 square; the
+    boundary is then dilated by the L1 ball (diamond) of ``radius``, clipped at the image border.
+    So a pixel is on the base boundary iff one of its 4 neighbours has another class, or one of
+    its diagonal neighbours has a *smaller* class id (the relation is not symmetric), or it lies
+    on the image border and its class id is >= 2: kornia's erosion at that commit pads with the
+    constant 1 (its dilation pads with 0), so a border pixel's erosion is at most 1. (Newer
+    kornia erodes with a geodesic border and would not mark these; the reference is the pinned
+    commit.)
     """
-    if any(width < 0 for width in widths):
-        raise ValueError(f"class_boundaries: width must be >= 0, got {min(widths)}")
+    return _boundaries_by_radius(predicted, [radius])[radius]
+
+
+def _boundaries_by_radius(predicted: Tensor, radii: list[int]) -> dict[int, Tensor]:
+    """:func:`class_boundaries` of predicted int [N, H, W] for each radius, sharing the work.
+
+    The base boundary comes from comparing neighbouring labels as they are (no float copy, no
+    morphology): dilation(cross) > label iff a 4-neighbour is larger, erosion(square) < label iff
+    an 8-neighbour is smaller, or the pixel is on the border with a label > 1. Larger radii grow
+    from the next smaller one by dilations with the 3x3 cross (r of them make the diamond of
+    radius r; inside a rectangle clipping commutes with that).
+    """
+    if any(radius < 0 for radius in radii):
+        raise ValueError(f"class_boundaries: radius must be >= 0, got {min(radii)}")
     labels = predicted[:, None]
-    height, image_width = labels.shape[-2:]
-    near = torch.zeros_like(labels, dtype=torch.bool)
-    # Each pair of 8-neighbours once: right, down, down-right, down-left; both ends are marked.
+    height, width = labels.shape[-2:]
+    boundary = torch.zeros_like(labels, dtype=torch.bool)
     for down, right in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        rows, cols = height - down, image_width - abs(right)
+        rows, cols = height - down, width - abs(right)
         first = (..., slice(0, rows), slice(max(0, -right), max(0, -right) + cols))
         second = (..., slice(down, down + rows), slice(max(0, right), max(0, right) + cols))
-        differs = labels[first] != labels[second]
-        near[first].logical_or_(differs)
-        near[second].logical_or_(differs)
+        if down and right:  # diagonal neighbours: only the larger class sees a smaller one
+            boundary[first].logical_or_(labels[first] > labels[second])
+            boundary[second].logical_or_(labels[second] > labels[first])
+        else:  # 4-neighbours of different classes: the smaller sees a larger, and vice versa
+            differs = labels[first] != labels[second]
+            boundary[first].logical_or_(differs)
+            boundary[second].logical_or_(differs)
+    for dim in (-1, -2):  # kornia@af948c5 erosion pads with 1: border labels > 1 are boundary
+        size = labels.shape[dim]
+        for index in {0, size - 1}:
+            edge = boundary.narrow(dim, index, 1)
+            edge.logical_or_(labels.narrow(dim, index, 1) > 1)
     masks: dict[int, Tensor] = {}
-    reached = 1
-    for width in sorted(set(widths)):
-        if width == 0:
-            masks[width] = torch.zeros_like(near)
-            continue
-        near = _dilate(near, width - reached)
-        masks[width], reached = near, width
+    reached = 0
+    for radius in sorted(set(radii)):
+        boundary = _dilate_cross(boundary, radius - reached)
+        masks[radius], reached = boundary, radius
     return masks
 
 
-def _dilate(mask: Tensor, radius: int) -> Tensor:
-    """bool [..., H, W]: pixels within ``radius`` (square window, clipped) of a True pixel.
-
-    Separable: a square window is a row window, then a column window.
-    """
-    if radius < 1:
-        return mask
-    for dim in (-1, -2):
-        size = mask.shape[dim]
+def _dilate_cross(mask: Tensor, steps: int) -> Tensor:
+    """bool [..., H, W] dilated ``steps`` times by the 3x3 cross: the L1 ball of that radius."""
+    for _ in range(steps):
         grown = mask.clone()
-        for shift in range(1, min(radius, size - 1) + 1):
-            grown.narrow(dim, shift, size - shift).logical_or_(mask.narrow(dim, 0, size - shift))
-            grown.narrow(dim, 0, size - shift).logical_or_(mask.narrow(dim, shift, size - shift))
+        for dim in (-1, -2):
+            size = mask.shape[dim]
+            if size > 1:
+                grown.narrow(dim, 1, size - 1).logical_or_(mask.narrow(dim, 0, size - 1))
+                grown.narrow(dim, 0, size - 1).logical_or_(mask.narrow(dim, 1, size - 1))
         mask = grown
     return mask
 
 
 def _box_sum_3x3(x: Tensor) -> Tensor:
-    """Sums over the 3x3 neighbourhoods of x [..., H, W], border replicated; rows, then columns."""
+    """Sums over the 3x3 neighbourhoods of x [..., H, W], border replicated; rows, then columns.
+
+    Each pass adds the two shifted copies in place and then the replicated border pixel to the
+    first and last row or column (no padded copy).
+    """
     for dim in (-1, -2):
         size = x.shape[dim]
-        padded = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, size - 1, 1)], dim)
-        x = padded.narrow(dim, 0, size) + padded.narrow(dim, 1, size) + padded.narrow(dim, 2, size)
+        total = x.clone()
+        if size > 1:
+            total.narrow(dim, 1, size - 1).add_(x.narrow(dim, 0, size - 1))
+            total.narrow(dim, 0, size - 1).add_(x.narrow(dim, 1, size - 1))
+        total.narrow(dim, 0, 1).add_(x.narrow(dim, 0, 1))
+        total.narrow(dim, size - 1, 1).add_(x.narrow(dim, size - 1, 1))
+        x = total
     return x
 
 
 def suppress_boundaries(score: Tensor, predicted: Tensor, iterations: int, width: int) -> Tensor:
-    """Replace values on class boundaries by the mean of non-boundary 3x3 neighbours (SML §3.2).
+    """SML boundary suppression (§3.2) of score float [N, 1, H, W] given predicted int [N, H, W].
 
-    score float [N, 1, H, W]; predicted int [N, H, W]. The boundary width shrinks linearly from
-    ``width`` to 1 over ``iterations`` rounds; a boundary pixel without any non-boundary
-    neighbour keeps its value in that round. The neighbourhood is padded by replicating the
-    border. The boundaries depend on the prediction only, so all rounds' masks are made at once.
+    As ``BoundarySuppressionWithSmoothing`` of shjung13/Standardized-max-logits @c52a513 does it:
+    round i of ``iterations`` takes :func:`class_boundaries` dilated by radius width - (width //
+    iterations) i - 1 (0 in the last round; see :func:`_expansion_radii`) and replaces each value
+    on it by the mean of the non-boundary values of its 3x3 neighbourhood, the map and the mask
+    padded by replicating their border; a boundary pixel without any non-boundary neighbour keeps
+    its value in that round. ``width`` must be a multiple of ``iterations``; 0 rounds change
+    nothing. The boundaries depend on the prediction only, so all rounds' masks are made at once.
     """
-    step = max(1, width // max(1, iterations))
-    widths = [max(1, width - round_index * step) for round_index in range(iterations)]
-    masks = _boundaries_by_width(predicted, widths)
-    for current in widths:
-        boundary = masks[current]
-        keep = (~boundary).to(score.dtype)
-        neighbour_sum = _box_sum_3x3(score * keep)
-        neighbour_count = _box_sum_3x3(keep)
-        replaced = neighbour_sum / neighbour_count.clamp(min=1)
-        score = torch.where(boundary & (neighbour_count > 0), replaced, score)
+    radii = _expansion_radii(width, iterations)
+    masks = _boundaries_by_radius(predicted, radii)
+    for radius in radii:
+        boundary = masks[radius]
+        neighbour_sum = _box_sum_3x3(score.masked_fill(boundary, 0.0))
+        neighbour_count = _box_sum_3x3((~boundary).to(torch.uint8))  # 0-9: counted in bytes
+        replace = boundary & (neighbour_count > 0)
+        score = torch.where(replace, neighbour_sum / neighbour_count.clamp_(min=1), score)
     return score
 
 
@@ -326,7 +385,10 @@ def dilated_gaussian_smoothing(score: Tensor, kernel: int, sigma: float, dilatio
     The 2-D kernel is w_i w_j with w the normalised 1-D Gaussian of ``kernel`` taps at offsets
     i - (kernel - 1) / 2, taps ``dilation`` pixels apart. The map is padded by replicating its
     border by dilation * (kernel - 1) // 2 on each side (an even kernel with an odd dilation
-    loses a row and a column), then filtered separably: rows, then columns.
+    loses a row and a column), then filtered separably: rows, then columns. With kernel 7 and
+    sigma 1 this is the official ``second_conv`` of ``BoundarySuppressionWithSmoothing``
+    (shjung13/Standardized-max-logits @c52a513), whose 7x7 Gaussian is the same product of
+    normalised 1-D taps and whose padding is dilation * 3.
     """
     if kernel < 1 or dilation < 1 or not sigma > 0:
         raise ValueError(

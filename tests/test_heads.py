@@ -163,6 +163,7 @@ class _FixedLogits(torch.nn.Module):
 
 def test_sml_fits_per_class_statistics_of_predicted_pixels():
     # Pixels predicted as class 0 have max logits 2 and 4; class 1: 5 (one pixel); class 2: none.
+    # Variances are unbiased (ddof=1), as the official statistics take them with Tensor.var.
     logits = torch.tensor([[[2.0, 4.0, 0.0]], [[1.0, 0.0, 5.0]], [[0.0, 0.0, 0.0]]]).reshape(
         1, 3, 1, 3
     )
@@ -170,10 +171,11 @@ def test_sml_fits_per_class_statistics_of_predicted_pixels():
     head.fit(_FixedLogits(), [{"image": logits}])
     all_max = np.array([2.0, 4.0, 5.0])
     assert head.class_mean.tolist() == pytest.approx([3.0, 5.0, all_max.mean()])
-    assert head.class_std.tolist() == pytest.approx([1.0, 0.0 + 1e-6, all_max.std()], abs=1e-5)
+    everything = all_max.std(ddof=1)  # one pixel or none: the variance of all pixels
+    assert head.class_std.tolist() == pytest.approx([np.sqrt(2.0), everything, everything])
     score = head.score(SegOutput(logits=logits, features=logits))
     assert score.shape == (1, 1, 3) and score.dtype == torch.float32
-    assert score[0, 0, :2].tolist() == pytest.approx([1.0, -1.0])  # -(2 - 3) / 1, -(4 - 3) / 1
+    assert score[0, 0, :2].tolist() == pytest.approx([2**-0.5, -(2**-0.5)])  # -(2 - 3) / sqrt 2
 
 
 def test_sml_post_processing_keeps_a_constant_map_constant():
@@ -186,7 +188,8 @@ def test_sml_post_processing_keeps_a_constant_map_constant():
 
 
 def test_boundary_suppression_replaces_boundary_values_by_their_inner_neighbours():
-    # Two classes split at column 3 of a 1x6 strip; the boundary (width 1) is columns 2 and 3.
+    # Two classes split at column 3 of a 1x6 strip; the boundary of the one round (width 1, not
+    # widened) is columns 2 and 3 (class ids 0 and 1: no border pixel is a boundary of its own).
     predicted = torch.tensor([[[0, 0, 0, 1, 1, 1]]])
     score = torch.tensor([[[[1.0, 1.0, 9.0, 9.0, 3.0, 3.0]]]])
     out = suppress_boundaries(score, predicted, iterations=1, width=1)
