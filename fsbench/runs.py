@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -13,22 +15,38 @@ from typing import Any
 import hydra.utils
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from fsbench.examples import FIGURE_RANKING_STRIDE, take_per_image, write_worst_best
-from fsbench.fast import apply_fast_paths
+from fsbench.fast import apply_fast_paths, autocast_dtype
 from fsbench.heads import AnomalyHead
 from fsbench.lit import AnomalyEvaluation, SegmentationTask
+from fsbench.lit.evaluation import check_every_process_has_frames
 from fsbench.loggers import make_loggers, show_progress, tidy_library_output
 from fsbench.models import load_segmenter
 from fsbench.models.checkpoint import initialise_from, load_head_state
 from fsbench.report import PROTOCOL, write_json_atomic, write_results
 
 # What fsbench raises about a run's input (paths, checkpoints, labels, options); hydra wraps
-# errors raised while building an object from a config in InstantiationException.
-INPUT_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, InstantiationException)
+# errors raised while building an object from a config in InstantiationException; omegaconf
+# raises MissingMandatoryValue on reading a ``???`` value that check_mandatory_values missed.
+INPUT_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    ModuleNotFoundError,
+    InstantiationException,
+    MissingMandatoryValue,
+)
+
+# Evaluation runs the network in float32 (unless fast.autocast); a trainer config's precision
+# is a training setting (conf/trainer/gpu.yaml: 16-mixed) and is not applied to evaluation.
+EVALUATION_PRECISION = "32-true"
+FLOAT32_PRECISIONS = ("32", "32-true")
 
 
 def report_input_errors(run: Callable[[], Any]) -> Any:
@@ -42,11 +60,67 @@ def report_input_errors(run: Callable[[], Any]) -> Any:
     except INPUT_ERRORS as error:
         if os.environ.get("FSBENCH_TRACEBACK"):
             raise
+        message = str(error)
+        if isinstance(error, (MissingMandatoryValue, InterpolationToMissingValueError)):
+            message = missing_values_message([_missing_key(error)], _script_name())
         print(
-            f"error: {error}\n(set FSBENCH_TRACEBACK=1 to see the traceback)",
+            f"error: {message}\n(set FSBENCH_TRACEBACK=1 to see the traceback)",
             file=sys.stderr,
         )
         raise SystemExit(1) from None
+
+
+def _missing_key(error: Exception) -> str:
+    """The unset key of omegaconf's (several-line) error; an interpolation's target if any."""
+    named = re.search(r"Missing mandatory value: (\S+)", str(error))
+    if isinstance(error, InterpolationToMissingValueError) and named:
+        return named.group(1)
+    return getattr(error, "full_key", None) or (named.group(1) if named else "?")
+
+
+def _script_name() -> str:
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return script if script in ("train.py", "evaluate.py") else "evaluate.py"
+
+
+def _example_value(key: str) -> str:
+    leaf = key.rsplit(".", 1)[-1].split("[", 1)[0]
+    if leaf.endswith("root"):
+        return f"/path/to/{leaf.removesuffix('root').rstrip('_') or 'data'}"
+    if leaf == "checkpoints":
+        return "[/path/to/seed1.ckpt,/path/to/seed2.ckpt]"
+    if "checkpoint" in leaf or "path" in leaf:
+        return "/path/to/file"
+    return "VALUE"
+
+
+def missing_values_message(keys: list[str], script: str) -> str:
+    """One line: which config values are unset (``???``) and a command line that sets them."""
+    given = [str(o) for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
+    given = [o for o in given if o.split("=", 1)[0].lstrip("+~") not in keys]
+    settings = [f"{key}={_example_value(key)}" for key in keys]
+    example = " ".join(["python", script, *map(shlex.quote, given + settings)])
+    what = f"{keys[0]} has" if len(keys) == 1 else f"{', '.join(keys)} have"
+    them = "it" if len(keys) == 1 else "them"
+    return f"{what} no value (??? in the config); set {them} on the command line, e.g. {example}"
+
+
+def _missing_keys(node: Any, prefix: str) -> list[str]:
+    """Dotted keys of the ``???`` values in a config container, interpolations left unresolved."""
+    if isinstance(node, dict):
+        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in node.items()]
+    elif isinstance(node, list):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(node)]
+    else:
+        return [prefix] if node == "???" else []
+    return [key for name, value in items for key in _missing_keys(value, name)]
+
+
+def check_mandatory_values(cfg: DictConfig, script: str) -> None:
+    """Raise one ValueError naming every ``???`` value of the composed config, with the fix."""
+    missing = _missing_keys(OmegaConf.to_container(cfg, resolve=False), "")
+    if missing:
+        raise ValueError(missing_values_message(missing, script))
 
 
 def _selected_heads(cfg: DictConfig) -> dict[str, AnomalyHead]:
@@ -62,6 +136,7 @@ def _extra_callbacks(cfg: DictConfig) -> list[L.Callback]:
 def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Train a segmenter; return the final validation metrics and the checkpoint path."""
     output_dir = Path(output_dir)
+    check_mandatory_values(cfg, "train.py")
     tidy_library_output()
     L.seed_everything(cfg.seed, workers=True)
     heads = _selected_heads(cfg)
@@ -147,9 +222,39 @@ def find_latest_checkpoint(*roots: str | Path) -> Path:
     return max(candidates, key=lambda path: path.stat().st_mtime)
 
 
+def _announce_evaluation_precision(cfg: DictConfig) -> None:
+    """One notice if the trainer config asks for a precision that evaluation does not use."""
+    precision = cfg.trainer.get("precision")
+    if precision is None or str(precision) in FLOAT32_PRECISIONS or rank_zero_only.rank != 0:
+        return
+    autocast = (cfg.get("fast") or {}).get("autocast")
+    if autocast_dtype(autocast) is not None:
+        how = f"fast.autocast={autocast} sets it here"
+    else:
+        how = "it runs in float32; for mixed precision pass fast.autocast=bf16"
+    print(
+        f"note: trainer.precision={precision} is a training setting, ignored for evaluation: "
+        f"{how} (encoder and decoder in reduced precision, the heads score in float32)",
+        file=sys.stderr,
+    )
+
+
+def _evaluation_precision(autocast: str | None) -> str:
+    """What the network runs in: the fast.autocast value, or float32 (Lightning's 32-true)."""
+    return EVALUATION_PRECISION if autocast_dtype(autocast) is None else str(autocast)
+
+
 def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Evaluate the selected heads on every anomaly set of the data config; write the results."""
+    """Evaluate the selected heads on every anomaly set of the data config; write the results.
+
+    The network runs in float32 unless ``fast.autocast`` says otherwise: the trainer config's
+    ``precision`` is a training setting and is replaced by float32 here (with a notice). Under
+    DDP each process scores its own frames, every frame once (the datamodule's evaluation
+    loaders), and rank 0 writes the results.
+    """
     output_dir = Path(output_dir)
+    check_mandatory_values(cfg, "evaluate.py")
+    _announce_evaluation_precision(cfg)
     tidy_library_output()
     L.seed_everything(cfg.seed, workers=True)
     if cfg.checkpoint in (None, "latest"):
@@ -176,16 +281,19 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         if head.trained_with_segmenter:
             load_head_state(checkpoint, head)
         if head.requires_fit:
+            # Every training image once, in index order, none augmented: under DDP every
+            # process fits the same statistics on the whole set.
             print(f"fitting head {name} on the training set")
-            head.fit(segmenter, datamodule.train_dataloader())
-            (output_dir / "heads").mkdir(parents=True, exist_ok=True)
-            torch.save(head.state_dict(), output_dir / "heads" / f"{name}.pt")
+            head.fit(segmenter, datamodule.fit_dataloader())
+            if rank_zero_only.rank == 0:
+                (output_dir / "heads").mkdir(parents=True, exist_ok=True)
+                torch.save(head.state_dict(), output_dir / "heads" / f"{name}.pt")
 
     loaders = datamodule.anomaly_dataloaders()
     inlier = None
     if cfg.inlier_miou and datamodule.val_set is not None:
         inlier = "inlier_val"
-        loaders[inlier] = datamodule.val_dataloader()
+        loaders[inlier] = datamodule.inlier_dataloader()
     module = AnomalyEvaluation(
         segmenter,
         heads,
@@ -203,7 +311,10 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         logger=False,
         default_root_dir=str(output_dir),
         enable_progress_bar=show_progress(cfg.trainer.get("enable_progress_bar", True)),
+        precision=EVALUATION_PRECISION,
     )
+    # Here, not only in the module: a process without frames would skip the module's hooks.
+    check_every_process_has_frames(list(loaders.values()), trainer.world_size)
     started = time.perf_counter()
     trainer.test(module, dataloaders=list(loaders.values()), verbose=False)
     per_image = take_per_image(module.results, keep=cfg.per_image)
@@ -216,7 +327,12 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
         "threads": torch.get_num_threads(),
+        "processes": trainer.world_size,
+        # what the network ran in (the trainer config's precision is not applied here)
+        "precision": _evaluation_precision(fast.get("autocast")),
     }
+    if not trainer.is_global_zero:  # every process holds the gathered results; rank 0 writes
+        return payload
     table = write_results(output_dir, payload)
     write_json_atomic(output_dir / "curves.json", {"protocol": PROTOCOL, "curves": module.curves})
     from fsbench.plots import plot_curves  # matplotlib is imported only when plotting

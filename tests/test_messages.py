@@ -164,3 +164,65 @@ def test_input_errors_print_one_message_and_exit_1(capsys, monkeypatch):
     with pytest.raises(FileNotFoundError):
         report_input_errors(missing)
     assert report_input_errors(lambda: 3) == 3
+
+
+def _entry_point(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(ROOT / script), *overrides]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_unset_dataset_roots_are_one_error_line_with_the_override(tmp_path):
+    result = _entry_point("evaluate.py", "data=fishyscapes", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    (error,) = errors
+    assert error.startswith(
+        "error: data.shared.cityscapes_root, data.shared.fishyscapes_root, "
+        "data.shared.lostandfound_root have no value"
+    )
+    assert (
+        "python evaluate.py data=fishyscapes data.shared.cityscapes_root=/path/to/cityscapes "
+        "data.shared.fishyscapes_root=/path/to/fishyscapes "
+        "data.shared.lostandfound_root=/path/to/lostandfound"
+    ) in error
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_train_names_its_unset_value_too(tmp_path):
+    result = _entry_point("train.py", "data=cityscapes", "trainer.max_steps=1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    assert (
+        "error: data.shared.cityscapes_root has no value (??? in the config); set it on the "
+        "command line, e.g. python train.py data=cityscapes trainer.max_steps=1 "
+        "data.shared.cityscapes_root=/path/to/cityscapes\n"
+    ) in result.stderr
+
+
+def test_unset_value_outside_the_data_config_is_named():
+    from fsbench.runs import check_mandatory_values
+
+    cfg = _compose("head=ensemble")
+    with pytest.raises(ValueError, match=r"^head\.ensemble\.checkpoints has no value") as error:
+        check_mandatory_values(cfg, "evaluate.py")
+    assert "head.ensemble.checkpoints=[/path/to/seed1.ckpt,/path/to/seed2.ckpt]" in str(error.value)
+    check_mandatory_values(_compose(), "evaluate.py")  # the defaults set every value
+
+
+def test_a_missing_value_read_later_is_one_message_too(capsys):
+    from omegaconf import OmegaConf
+
+    from fsbench.runs import report_input_errors
+
+    cfg = OmegaConf.create({"data": {"root": "???", "train": {"root": "${..root}"}}})
+    with pytest.raises(SystemExit):
+        report_input_errors(lambda: cfg.data.train.root)
+    err = capsys.readouterr().err
+    assert err.startswith("error: data.root has no value (??? in the config)")  # the one to set
+    assert "data.root=/path/to/data" in err.splitlines()[0]
+    with pytest.raises(SystemExit):
+        report_input_errors(lambda: cfg.data.root)
+    assert capsys.readouterr().err.startswith("error: data.root has no value")

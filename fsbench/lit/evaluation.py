@@ -7,8 +7,11 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
 
+from fsbench.data.datamodule import UnpaddedDistributedSampler
 from fsbench.heads import AnomalyHead, AnomalyPrediction, resize_score
 from fsbench.metrics import AnomalyMetrics, SegmentationMetrics
 
@@ -38,6 +41,27 @@ def match_label_size(score: Tensor, label: Tensor) -> Tensor:
     return resize_score(score, label.shape[-2:])
 
 
+def check_every_process_has_frames(loaders: Sequence[Any], world_size: int) -> None:
+    """Refuse a run in which some process would get no frame of any set.
+
+    Lightning skips the whole test loop, epoch-end hooks included, on a process without a
+    batch, and the others would wait for it forever when they gather the metric states.
+    """
+    sizes = [len(loader.dataset) for loader in loaders]
+    for rank in range(world_size):
+        empty = [
+            isinstance(loader.sampler, UnpaddedDistributedSampler)
+            and len(UnpaddedDistributedSampler(loader.dataset, world_size, rank)) == 0
+            for loader in loaders
+        ]
+        if all(empty):
+            raise ValueError(
+                f"the evaluated sets hold {', '.join(map(str, sizes))} frames, too few for "
+                f"{world_size} processes: process {rank} would score none. Evaluate on at most "
+                f"{max(sizes)} processes (trainer.devices)"
+            )
+
+
 class AnomalyEvaluation(L.LightningModule):
     """Score anomaly datasets (and an inlier set for mIoU) with several heads at once.
 
@@ -48,8 +72,15 @@ class AnomalyEvaluation(L.LightningModule):
     ``{head: {"miou": ..., "iou": [...], "datasets": {dataset: {ap, fpr95, auroc, ...}}}}``
     and :attr:`curves` the PR / ROC curves ``{head: {dataset: {threshold, tpr, fpr,
     precision}}}``. With ``per_image``, each dataset entry also lists every image's AP and
-    anomaly fraction (by name in a single process; by position under DDP), computed on every
+    anomaly fraction by name (the batches' ``name``; by position without one), computed on every
     ``per_image_stride``-th pixel of each row and column (1: exact; see :class:`AnomalyMetrics`).
+
+    Under DDP every process scores its own frames; metric states are summed (per-image values
+    and names concatenated in rank order) at the epoch end. Each frame must be scored exactly
+    once: loaders whose sampler pads (Lightning's default test ``DistributedSampler`` repeats
+    frames to even out the processes) are refused; give them an
+    :class:`~fsbench.data.datamodule.UnpaddedDistributedSampler`, as
+    ``SegmentationDataModule.anomaly_dataloaders()`` and ``inlier_dataloader()`` do.
     """
 
     def __init__(
@@ -95,6 +126,34 @@ class AnomalyEvaluation(L.LightningModule):
         self.results: dict[str, dict[str, Any]] = {}
         self.curves: dict[str, dict[str, Any]] = {}
         self.image_names: dict[str, list[str]] = {ds: [] for ds in self.anomaly_datasets}
+        # Unpadded loaders leave a process without frames when a set has fewer frames than
+        # there are processes; nothing synchronises per batch, so that is safe here.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
+
+    def on_test_start(self) -> None:
+        if self.trainer.world_size > 1:
+            loaders = self.trainer.test_dataloaders
+            loaders = list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+            self._refuse_padded_samplers(loaders)
+            check_every_process_has_frames(loaders, self.trainer.world_size)
+
+    def _refuse_padded_samplers(self, loaders: list[Any]) -> None:
+        for index, loader in enumerate(loaders):
+            sampler = getattr(loader, "sampler", None)
+            if not isinstance(sampler, DistributedSampler) or isinstance(
+                sampler, UnpaddedDistributedSampler
+            ):
+                continue
+            frames = len(sampler.dataset)
+            if sampler.drop_last or sampler.total_size != frames:
+                name = self.dataset_names[index] if index < len(self.dataset_names) else index
+                raise ValueError(
+                    f"the {name} loader's {type(sampler).__name__} spreads {frames} frames over "
+                    f"{sampler.num_replicas} processes as {sampler.total_size}: frames would be "
+                    "scored twice or not at all. Build the loaders with SegmentationDataModule "
+                    "(anomaly_dataloaders, inlier_dataloader) or give them "
+                    "sampler=fsbench.data.datamodule.UnpaddedDistributedSampler(dataset)"
+                )
 
     @torch.inference_mode()
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -110,6 +169,7 @@ class AnomalyEvaluation(L.LightningModule):
                 self.segmentation_metrics[head].update(prediction.logits, batch["label"])
 
     def on_test_epoch_end(self) -> None:
+        self._gather_image_names()
         for head in self.heads:
             entry: dict[str, Any] = {"datasets": {}}
             if self.inlier_dataset is not None:
@@ -118,18 +178,41 @@ class AnomalyEvaluation(L.LightningModule):
             self.curves[head] = {}
             for dataset in self.anomaly_datasets:
                 metric = self.anomaly_metrics[head][dataset]
-                values = metric.compute()
+                # One sync (a no-op in one process) serves both: curves() alone reads only this
+                # process's histogram, and compute() would gather the states a second time.
+                with metric.sync_context():
+                    values = type(metric).compute(metric)
+                    curves = metric.curves()
                 total = values["n_anomaly"] + values["n_inlier"]
                 values["anomaly_fraction"] = values["n_anomaly"] / total
                 if "per_image" in values:
                     values["per_image"] = self._name_images(dataset, values["per_image"])
                 entry["datasets"][dataset] = values
-                self.curves[head][dataset] = metric.curves()
+                self.curves[head][dataset] = curves
             self.results[head] = entry
+
+    def _gather_image_names(self) -> None:
+        """Under DDP: every process's names, in rank order (the order of the gathered values)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, self.image_names)
+        self.image_names = {
+            ds: [name for names in gathered for name in names[ds]] for ds in self.anomaly_datasets
+        }
+        # A process without frames of a dataset holds an empty per-image list, which torchmetrics
+        # would gather as float32 beside the others' float64: give it an empty float64 entry.
+        for head in self.heads:
+            for ds in self.anomaly_datasets:
+                metric = self.anomaly_metrics[head][ds]
+                for state in ("image_ap", "image_anomaly_fraction"):
+                    values = getattr(metric, state, None)
+                    if isinstance(values, list) and not values:
+                        values.append(torch.empty(0, dtype=torch.float64, device=metric.device))
 
     def _name_images(self, dataset: str, per_image: dict[str, list[float]]) -> list[dict]:
         names = self.image_names[dataset]
-        if len(names) != len(per_image["ap"]):  # under DDP the names are only this process's
+        if len(names) != len(per_image["ap"]):  # batches without names
             names = [f"#{index}" for index in range(len(per_image["ap"]))]
         return [
             {"name": name, "ap": ap, "anomaly_fraction": fraction}
