@@ -96,8 +96,18 @@ class OutlierExposure(AnomalyHead):
     the uniform distribution and the softmax, -(1/C) sum_c log p_c, which is smallest when the
     prediction is uniform (maximal entropy). Chan et al. weight the inlier and outlier terms
     (1 - λ) and λ with λ = 0.75, i.e. ratio 3; fsbench keeps the inlier cross-entropy at weight 1,
-    so ``weight`` = 3 reproduces their ratio (default 0.5 as in Hendrycks et al.). The score is
-    the softmax entropy (Chan et al.) or 1 - max softmax, on the segmenter trained this way.
+    so ``weight`` = 3 reproduces their ratio (default 0.5 as in Hendrycks et al.). The score, on
+    the segmenter trained this way (higher = more anomalous), is one of:
+
+    * ``entropy`` (Chan et al.): the softmax entropy -sum_c p_c log p_c in nats, in [0, log C];
+    * ``max_softmax``: the log-odds of the top class being wrong, log((1 - p_max) / p_max) =
+      logsumexp_{c != top} l_c - l_top, in (-inf, log(C - 1)]: a strictly increasing function of
+      1 - max softmax, so AP, FPR95 and AUROC are those of 1 - max softmax. It is computed in log
+      space so that confident pixels stay ordered at any logit gap (gap 40: about -40; two
+      maximal classes: >= 0). ``1 - exp(max log p)`` in float32 was 0 for every pixel whose gap
+      exceeds ~17, and 1 - p itself underflows beyond a gap of ~100 (in the float16 of
+      SegmentMeIfYouCan files beyond ~17); these scores stay finite and distinct, well inside
+      float16's range.
 
     Args:
         weight: factor of the outlier term.
@@ -124,7 +134,19 @@ class OutlierExposure(AnomalyHead):
         return self.weight * uniform_ce[outlier].mean()
 
     def score(self, out: SegOutput) -> Tensor:
-        log_probs = F.log_softmax(out.logits.float(), dim=1)
+        logits = out.logits.float()
         if self.score_kind == "entropy":
+            log_probs = F.log_softmax(logits, dim=1)
             return -(log_probs.exp() * log_probs).sum(dim=1)
-        return 1.0 - log_probs.max(dim=1).values.exp()
+        return self.max_softmax_log_odds(logits)
+
+    @staticmethod
+    def max_softmax_log_odds(logits: Tensor) -> Tensor:
+        """log((1 - p_max) / p_max) = logsumexp_{c != top} l_c - l_top, float [N, H, W].
+
+        The top class (the first maximal one) is left out by setting its logit to -inf; another
+        maximal class stays among the others, so a tie for the top scores >= 0 (p_max <= 1/2).
+        """
+        top = logits.max(dim=1, keepdim=True)
+        others = logits.scatter(1, top.indices, float("-inf"))
+        return torch.logsumexp(others, dim=1) - top.values.squeeze(1)

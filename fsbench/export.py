@@ -36,6 +36,9 @@ from torch import Tensor, nn
 from fsbench.heads import AnomalyHead, device_of, resize_score
 from fsbench.submit import CONF_DIR, SubmissionError, add_model_arguments, load_model
 
+#: Parity tolerance, relative to the scores' scale max(1, max |eager score|): the traced and the
+#: eager graphs may pick other kernels, whose rounding grows with the values (density scores
+#: reach the hundreds).
 TOLERANCE = 1e-4
 METADATA = "fsbench.json"
 
@@ -140,19 +143,20 @@ def check_parity(
 ) -> float:
     """Max abs difference of the exported and the eager scores on ``images`` (float [N, 3, H, W]).
 
-    Raises ValueError if it exceeds ``tolerance`` (a stochastic head, or control flow the
-    tracer froze at the example's values).
+    Raises ValueError if it exceeds ``tolerance`` x max(1, max |eager score|) (a stochastic head,
+    or control flow the tracer froze at the example's values).
     """
     with torch.no_grad():
         exported_score, _ = exported(images)
         eager = ScoreAndSegment(segmenter, head).eval()
         eager_score, _ = eager(images)
     difference = float((exported_score - eager_score).abs().max())
-    if not difference <= tolerance:  # also catches NaN
+    allowed = tolerance * max(1.0, float(eager_score.abs().max()))
+    if not difference <= allowed:  # also catches NaN
         raise ValueError(
             f"the exported {type(head).__name__} scores differ from the eager model by "
-            f"{difference:.3g} (> {tolerance:g}): the head is random (sampling, e.g. MC dropout) "
-            "or has control flow the TorchScript tracer cannot follow, so it cannot be exported"
+            f"{difference:.3g} (> {allowed:.3g}, {tolerance:g} of the scores' scale): the head "
+            "is random (sampling, e.g. MC dropout) or has control flow the TorchScript tracer cannot follow, so it cannot be exported"
         )
     return difference
 

@@ -11,10 +11,14 @@ from typing import Any
 PROTOCOL = "fishyscapes"
 PROTOCOL_DESCRIPTION = (
     "Fishyscapes pixel metrics: pooled over all pixels of all images, void (255) dropped, "
-    "ties exact, scores binned at a relative width of 1.2e-4 (AP within ~1e-5 of the exact sort), "
+    "ties exact, scores binned at a relative width of 1.2e-4 (AP within ~1e-5 of the exact sort "
+    "on continuous scores; each result's bound is in results.json under `binning`), "
     "AP as in scikit-learn (step sum), "
     "FPR at the first threshold with TPR >= 0.95"
 )
+# A histogram error bound above this is reported beside the table (the values are shown in %
+# with two decimals, i.e. to 1e-4); the same limit as AnomalyMetrics' BinningWarning.
+BINNING_NOTE_ABOVE = 1e-4
 
 
 def _percent(value: float | None) -> str:
@@ -53,7 +57,38 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
     ]
     if prevalence:
         notes.append("Anomaly pixel fraction (the AP of a random scorer): " + ", ".join(prevalence))
+    notes += binning_notes(results)
     return "\n".join(lines + notes)
+
+
+def binning_notes(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Lines naming each head / dataset whose histogram error bound exceeds 1e-4, if any.
+
+    Reads the ``binning`` entry :class:`fsbench.metrics.AnomalyMetrics` adds to each result: the
+    interval that holds the exact (sorted) value of each metric (see
+    :func:`fsbench.metrics.anomaly.binning_bounds`). Results without it (older files) are skipped.
+    """
+    found = []
+    for head, entry in results.items():
+        for name, values in entry["datasets"].items():
+            binning = values.get("binning") or {}
+            parts = []
+            for key, label in (("ap", "AP"), ("fpr95", "FPR95"), ("auroc", "AUROC")):
+                bound = binning.get(f"{key}_error_bound")
+                if bound is not None and bound > BINNING_NOTE_ABOVE:
+                    low, high = binning[f"{key}_interval"]
+                    parts.append(f"{label} in [{_percent(low)}, {_percent(high)}]")
+            if parts:
+                found.append(f"`{head}` / `{name}`: " + ", ".join(parts))
+    if not found:
+        return []
+    return [
+        "",
+        "**Approximate (score histogram)**: these scores are crowded within the histogram's "
+        "resolution, and the exact values lie anywhere in (%): " + "; ".join(found) + ". "
+        "Rescale or shift the scores, score in log space, raise `bin_bits`, or compute the exact "
+        "`fsbench.metrics.anomaly_metrics`; exactly tied scores make the interval pessimistic.",
+    ]
 
 
 def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:

@@ -296,7 +296,7 @@ def stream(
 
 
 def _pixel_values(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("ap", "auroc", "fpr95", "n_anomaly", "n_inlier")
+    keys = ("ap", "auroc", "fpr95", "n_anomaly", "n_inlier", "binning")
     return {key: metrics[key] for key in keys if key in metrics}
 
 

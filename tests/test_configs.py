@@ -135,3 +135,58 @@ def test_init_from_copies_weights_and_refuses_another_architecture(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="decoder_channels: checkpoint 16 vs model 32"):
         initialise_from(Segmenter(decoder_channels=32, num_classes=5), tmp_path / "start.ckpt")
+
+
+# The commands of baselines/README.md's table of published rows: each post-hoc and training-time
+# row is `evaluate.py +experiment=fishyscapes/post_hoc data=fishyscapes ... head=NAME`.
+PUBLISHED_ROW_HEADS = [
+    "max_softmax", "entropy", "flow", "knn", "bayesian_deeplab", "void_classifier", "sml",
+    "mc_dropout", "gaussian", "outlier_exposure",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("head", PUBLISHED_ROW_HEADS)
+def test_published_row_commands_compose_and_build_their_head(head):
+    readme = (CONF.parent / "baselines" / "README.md").read_text()
+    assert f"head={head}" in readme
+    cfg = _compose(
+        "evaluate", ["+experiment=fishyscapes/post_hoc", "data=fishyscapes", f"head={head}"]
+    )
+    assert list(cfg.head) == [head]  # head= replaces the recipe's list ...
+    assert cfg.trainer.precision == "32-true" and cfg.fast.autocast is None  # ... keeps float32
+    assert "fs_lost_and_found" in cfg.data.anomaly and "fs_static" in cfg.data.anomaly
+    assert isinstance(instantiate(cfg.head[head]), AnomalyHead)
+    if head == "bayesian_deeplab":
+        assert cfg.head[head].score == "mutual_information"
+
+
+def test_fishyscapes_void_classifier_trains_the_void_class_on_void_pixels_only():
+    """Blum et al.'s void classifier: Cityscapes' void (label 255) is the outlier class."""
+    from fsbench.models import Segmenter
+
+    cfg = _compose("train", ["+experiment=fishyscapes/void_classifier", "data=cityscapes"])
+    assert cfg.head.void_classifier.void_pixels is True
+    assert cfg.data.paste_outliers is None  # no proxy outliers: void pixels only
+    head = instantiate(cfg.head.void_classifier)
+    assert head.void_pixels and head.trained_with_segmenter
+    torch.manual_seed(0)
+    segmenter = Segmenter(decoder_channels=8, num_classes=4)
+    head.attach(segmenter)
+    label = torch.zeros(2, 32, 32, dtype=torch.long)
+    label[:, :8] = 255  # void rows: the void class's targets, although nothing was pasted
+    out = segmenter(torch.rand(2, 3, 32, 32))
+    loss = head.training_loss(out, {"label": label})
+    assert loss.item() > 0
+    loss.backward()
+    assert head.void_logit.weight.grad.abs().sum() > 0
+    # The head's default (synthetic recipes) trains on pasted outliers and says so without them.
+    default = instantiate(_compose("train", ["head=void_classifier"]).head.void_classifier)
+    with pytest.raises(ValueError, match="pasted outliers"):
+        default.training_loss(out, {"label": label})
+
+
+def test_fishyscapes_outlier_exposure_recipe_pastes_outliers_into_cityscapes():
+    cfg = _compose("train", ["+experiment=fishyscapes/outlier_exposure", "data=cityscapes"])
+    assert cfg.data.train._target_ == "fsbench.data.cityscapes.Cityscapes"
+    assert cfg.data.paste_outliers._target_ == "fsbench.data.OutlierPasting"
+    assert cfg.head.outlier_exposure.weight == 3.0 and "init_from" in cfg

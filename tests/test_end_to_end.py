@@ -117,12 +117,22 @@ def test_evaluated_numbers_match_scikit_learn_on_the_same_pixels(trained):
     values = reported["datasets"]["synthetic_anomaly"]
     first = values["per_image"][0]
     assert first["name"] == "synthetic_anomaly_00000"
+    # evaluate.py scored batches of 8 in another process, this test one image at a time: other
+    # convolution shapes and thread counts, so scores equal up to float32 rounding. That may swap
+    # an anomaly and an inlier scoring that close, moving AP by at most 1 / (anomaly pixels x
+    # rank): 1e-4 (the pooled metrics' histogram tolerance too), not 1e-6, which assumed equality.
     if 0 < labels[0].sum() < labels[0].size:
-        assert first["ap"] == pytest.approx(average_precision_score(labels[0], scores[0]), abs=1e-6)
+        expected = average_precision_score(labels[0], scores[0])
+        assert first["ap"] == pytest.approx(expected, abs=1e-4)
     scores, labels = np.concatenate(scores), np.concatenate(labels)
-    # The metric state is a histogram: 1e-4 is its documented tolerance on continuous scores.
+    # The metric state is a histogram: 1e-4 is its documented tolerance on continuous scores, and
+    # results.json bounds what the binning may have cost.
     assert values["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-4)
     assert values["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-4)
+    binning = values["binning"]
+    assert binning["bin_bits"] == 22 and binning["ap_error_bound"] >= 0.0
+    low, high = binning["ap_interval"]
+    assert low - 1e-4 <= average_precision_score(labels, scores) <= high + 1e-4
     assert values["n_anomaly"] == int(labels.sum())
     curve = curves["max_logit"]["synthetic_anomaly"]
     assert curve["tpr"][-1] == 1.0 and curve["fpr"][-1] == 1.0 and len(curve["tpr"]) <= 1000

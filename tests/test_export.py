@@ -1,4 +1,4 @@
-"""fsbench-export: a TorchScript module whose scores equal the eager model's (<= 1e-4)."""
+"""fsbench-export: a TorchScript module whose scores equal the eager model's (float32 rounding)."""
 
 from __future__ import annotations
 
@@ -74,13 +74,29 @@ def _eager(checkpoint, head, state, overrides, images: torch.Tensor):
     return prediction.score, prediction.logits.argmax(dim=1), segmenter, built
 
 
+def parity_tolerance(reference) -> float:
+    """Allowed max abs difference between two float32 computations of the score map ``reference``.
+
+    The exported module scores one image at a time (the eager head a batch), traced rather than
+    eager, and ONNX Runtime has its own kernels: the same float32 sums are taken in other orders
+    (convolution and matmul blocking, AVX2 vs AVX-512 FMA, thread count). That moves a score by a
+    few ulps of the largest terms that make it, so the difference scales with the map's
+    magnitude, not with 1: Mahalanobis scores up to ~600 (|x W|^2 - 2 x W m^T + |m|^2) differ by
+    6.9e-5 here (1.2e-7 of the scale) and by 1.37e-4 on an AVX-512 machine (scores 40-150, ~1e-6
+    of the scale), which an absolute 1e-4 refused. 1e-5 of the scale leaves 10x over the worst
+    measured and is 1e5 times below what a wrong or stale head changes (O(1) of the scale);
+    scores of order 1 or below (softmax family) keep the floor 1e-5 (measured: <= 2e-6, sml).
+    """
+    return 1e-5 * max(1.0, float(np.abs(np.asarray(reference)).max()))
+
+
 def _check_parity(path: Path, eager_score, eager_segmentation, images) -> float:
     model = torch.jit.load(str(path))
     score, segmentation = model(images)
     assert score.shape == (len(images), HEIGHT, WIDTH) and score.dtype == torch.float32
     assert segmentation.dtype == torch.int64
     difference = float((score - eager_score).abs().max())
-    assert difference <= 1e-4
+    assert difference <= parity_tolerance(eager_score)
     assert (segmentation == eager_segmentation).float().mean() > 0.999
     return difference
 
@@ -91,6 +107,8 @@ def test_exported_scores_match_the_eager_head(setup, name):
     state = _fitted_state(setup, name, overrides)
     path = setup["root"] / f"{name}.pt"
     metadata = export(setup["checkpoint"], path, name, state, overrides, height=HEIGHT, width=WIDTH)
+    # export's own check (fsbench.export.TOLERANCE, absolute 1e-4) runs the traced and the eager
+    # core on the same single example in this process: the same kernels, 0.0 measured.
     assert metadata["head"] == name and metadata["parity_max_abs_difference"] <= 1e-4
     images = setup["images"]  # real scenes, not the tracer's noise
     score, segmentation, segmenter, head = _eager(
@@ -103,7 +121,7 @@ def test_exported_scores_match_the_eager_head(setup, name):
     exported, exported_segmentation = torch.jit.load(str(path))(
         torch.from_numpy(image).permute(2, 0, 1)
     )
-    assert np.abs(exported.numpy() - submitted).max() <= 1e-4
+    assert np.abs(exported.numpy() - submitted).max() <= parity_tolerance(submitted)
     assert (exported_segmentation.numpy() == submitted_segmentation).mean() > 0.999
 
 
@@ -193,4 +211,4 @@ def test_onnx_scores_match_the_eager_head(setup, name):
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     score, _ = session.run(None, {"image": image.numpy()})
     expected, _, _, _ = _eager(setup["checkpoint"], name, None, [], image.float() / 255)
-    assert np.abs(score - expected.numpy()).max() <= 1e-4
+    assert np.abs(score - expected.numpy()).max() <= parity_tolerance(expected)

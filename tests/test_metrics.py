@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -15,8 +16,20 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from fsbench.metrics import AnomalyMetrics, SegmentationMetrics, anomaly_metrics, iou_from_confmat
-from fsbench.metrics.anomaly import bin_lower_edges, per_image_ap, score_bins
+from fsbench.metrics import (
+    AnomalyMetrics,
+    SegmentationMetrics,
+    anomaly_metrics,
+    iou_from_confmat,
+    ranking_metrics,
+)
+from fsbench.metrics.anomaly import (
+    BinningWarning,
+    bin_lower_edges,
+    binning_bounds,
+    per_image_ap,
+    score_bins,
+)
 
 KEYS = ("ap", "auroc", "fpr95")
 
@@ -67,7 +80,7 @@ def pooled_valid_pixels(batches) -> tuple[np.ndarray, np.ndarray]:
     return scores, labels
 
 
-# The histogram state may merge distinct scores closer than 2.4e-4 (relative): the tolerances the
+# The histogram state may merge distinct scores closer than 1.2e-4 (relative): the tolerances the
 # metrics must meet on continuous scores. Tied and quantized scores must be exact.
 BINNED = {"ap": 1e-4, "auroc": 1e-4, "fpr95": 1e-3}
 
@@ -81,12 +94,16 @@ def assert_matches(result: dict, reference: dict, tol: float | dict[str, float])
 # --------------------------------------------------------------------------- anomaly: values
 
 
+# 2,000 pixels: a handful of bins shared by both classes can move AP by 1e-4 (seed 2 warns).
+@pytest.mark.filterwarnings("ignore::fsbench.metrics.anomaly.BinningWarning")
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_continuous_scores_pooled_over_batches_match_scikit_learn(seed):
     batches = make_batches(seed)
     scores, labels = pooled_valid_pixels(batches)
     reference = sklearn_reference(scores, labels)
-    assert_matches(update_all(batches), reference, tol=BINNED)
+    result = update_all(batches)
+    assert_matches(result, reference, tol=BINNED)
+    assert_inside_binning_intervals(result, reference)
     exact = anomaly_metrics(torch.from_numpy(scores), torch.from_numpy(labels))
     assert_matches(exact, reference, tol=1e-9)
 
@@ -96,7 +113,10 @@ def test_heavily_tied_scores_are_exact(levels):
     batches = make_batches(10 + levels, levels=levels)
     scores, labels = pooled_valid_pixels(batches)
     assert len(np.unique(scores)) == levels
-    assert_matches(update_all(batches), sklearn_reference(scores, labels), tol=1e-9)
+    # The counts cannot tell exact ties from distinct scores sharing a bin: the bound (and its
+    # warning, which says so) is pessimistic here, while the values are exact.
+    with pytest.warns(BinningWarning, match="exactly equal scores"):
+        assert_matches(update_all(batches), sklearn_reference(scores, labels), tol=1e-9)
 
 
 def test_negative_scores_over_sixty_orders_of_magnitude():
@@ -187,9 +207,16 @@ def test_splitting_the_data_into_batches_changes_nothing():
 
 def test_compute_returns_python_floats_and_ints():
     result = update_all(make_batches(6))
-    assert set(result) == {"ap", "auroc", "fpr95", "n_anomaly", "n_inlier"}
+    assert set(result) == {"ap", "auroc", "fpr95", "n_anomaly", "n_inlier", "binning"}
     assert all(type(result[key]) is float and 0.0 <= result[key] <= 1.0 for key in KEYS)
     assert type(result["n_anomaly"]) is int and type(result["n_inlier"]) is int
+    binning = result["binning"]
+    assert binning["bin_bits"] == 22
+    assert type(binning["mixed_bins"]) is int and type(binning["pixels_in_mixed_bins"]) is int
+    for key in KEYS:
+        low, high = binning[f"{key}_interval"]
+        assert type(binning[f"{key}_error_bound"]) is float and type(low) is float
+        assert 0.0 <= low <= result[key] <= high <= 1.0
 
 
 # --------------------------------------------------------------------------- anomaly: void
@@ -336,11 +363,139 @@ def test_histogram_state_matches_scikit_learn_on_the_test_matrix(case):
     target[rng.random(target.shape) < 0.05] = 255
     score = SCORE_MAKERS[case](rng, (target == 1).astype(np.float64))
     valid = target != 255
-    assert_matches(
-        _metric_of(score, target), sklearn_reference(score[valid], target[valid]), BINNED
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BinningWarning)  # signed_zero_ties: exact ties, see above
+        result = _metric_of(score, target)
+    reference = sklearn_reference(score[valid], target[valid])
+    assert_matches(result, reference, BINNED)
+    assert_inside_binning_intervals(result, reference)
 
 
+def assert_inside_binning_intervals(result: dict, reference: dict) -> None:
+    """The exact metrics lie in the intervals, and the bounds are the reported value's distance."""
+    binning = result["binning"]
+    for key in KEYS:
+        low, high = binning[f"{key}_interval"]
+        assert low - 1e-12 <= reference[key] <= high + 1e-12, (key, reference[key], low, high)
+        bound = max(result[key] - low, high - result[key])
+        assert binning[f"{key}_error_bound"] == pytest.approx(bound, abs=1e-15), key
+
+
+def _crowded_offsets() -> tuple[np.ndarray, np.ndarray]:
+    """float64 offsets within +- 1e-3, anomalies 5e-4 higher, and the targets (10 % anomaly)."""
+    rng = np.random.default_rng(0)
+    target = (rng.random((4, 100, 100)) < 0.1).astype(np.uint8)
+    return 1e-3 * np.tanh(0.4 * rng.normal(size=target.shape) + 0.5 * target), target
+
+
+def _crowded() -> tuple[np.ndarray, np.ndarray]:
+    """40,000 float32 scores within 5 +- 1e-3: the histogram's bins are 4.9e-4 wide there."""
+    offsets, target = _crowded_offsets()
+    return (5.0 + offsets).astype(np.float32), target
+
+
+def test_crowded_scores_get_a_bound_holding_the_exact_metrics_and_one_warning():
+    score, target = _crowded()
+    metric = AnomalyMetrics()
+    metric.update(torch.from_numpy(score), torch.from_numpy(target))
+    with pytest.warns(BinningWarning) as record:
+        result = metric.compute()
+        metric.compute()  # cached: no second warning for the same head and dataset
+    assert len(record) == 1
+    message = str(record[0].message)
+    for fix in ("rescale", "log-space", "bin_bits", "anomaly_metrics", "FPR95 by up to 0.41"):
+        assert fix in message, fix
+    reference = sklearn_reference(score.reshape(-1), target.reshape(-1))
+    # The histogram is far off here (FPR95 0.910 vs 0.680, AP 0.251 vs 0.372) and says so:
+    # every pixel shares a bin with the other class.
+    assert abs(result["fpr95"] - reference["fpr95"]) > 0.2
+    binning = result["binning"]
+    assert binning["mixed_bins"] == 4 and binning["pixels_in_mixed_bins"] == 40000
+    for key in KEYS:
+        assert binning[f"{key}_error_bound"] > 1e-4
+        assert binning[f"{key}_error_bound"] >= abs(result[key] - reference[key])
+    assert_inside_binning_intervals(result, reference)
+    # The exact sort agrees with scikit-learn, inside the interval too.
+    exact = anomaly_metrics(torch.from_numpy(score), torch.from_numpy(target))
+    assert_matches(exact, reference, tol=1e-9)
+
+
+def test_the_fixes_the_warning_names_work_on_crowded_scores():
+    score, target = _crowded()
+    centred, _ = _crowded_offsets()  # the same scores shifted by -5 where they are computed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BinningWarning)
+        result = _metric_of(centred, target)
+    assert all(result["binning"][f"{key}_error_bound"] <= 1e-4 for key in KEYS)
+    reference = sklearn_reference(centred.reshape(-1), target.reshape(-1))
+    assert_matches(result, reference, BINNED)
+    with pytest.warns(BinningWarning):  # 16x finer bins shrink the bound, not enough here
+        finer = _metric_of(score, target, bin_bits=26)["binning"]
+    assert 1e-4 < finer["fpr95_error_bound"] < 0.1
+
+
+def test_well_separated_scores_have_bound_zero_and_no_warning():
+    rng = np.random.default_rng(11)
+    target = _labels(rng, (4, 100, 100), 0.1)
+    target[rng.random(target.shape) < 0.05] = 255
+    # Many pixels per bin, ties included, but every anomaly above every inlier.
+    score = np.round(rng.random(target.shape), 3) + 2.0 * (target == 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BinningWarning)
+        result = _metric_of(score, target)
+    binning = result["binning"]
+    assert (binning["mixed_bins"], binning["pixels_in_mixed_bins"]) == (0, 0)
+    assert all(binning[f"{key}_error_bound"] == 0.0 for key in KEYS)
+    assert (result["ap"], result["auroc"], result["fpr95"]) == (1.0, 1.0, 0.0)
+
+
+def test_binning_bounds_are_the_best_and_worst_orders_inside_the_bins():
+    # Bins, highest first, as (anomaly, inlier) counts. The AP interval's ends are the AP of the
+    # best order (each bin's anomalies tied above its inliers) and of the worst (inliers first,
+    # anomalies distinct); FPR95's are the crossing bin without / with its inliers; AUROC's count
+    # each shared pair as won / lost. The pure-anomaly bin (3, 0) below inliers moves AP too.
+    bins = [(2, 1), (0, 2), (3, 0), (1, 3), (4, 2), (0, 5)]
+    tps = torch.tensor(np.cumsum([a for a, _ in bins]))
+    fps = torch.tensor(np.cumsum([n for _, n in bins]))
+    binning = binning_bounds(tps, fps, ranking_metrics(tps, fps))
+
+    def ordered(best: bool) -> dict[str, float]:
+        scores, labels, value = [], [], 1000.0
+        for a, n in bins:
+            if best:
+                groups = [([1] * a, [value] * a), ([0] * n, [value - 1] * n)]
+            else:
+                groups = [([0] * n, [value] * n), ([1] * a, [value - 1 - k for k in range(a)])]
+            for group_labels, group_scores in groups:
+                labels += group_labels
+                scores += group_scores
+            value -= 100.0
+        return sklearn_reference(np.array(scores), np.array(labels))
+
+    best, worst = ordered(best=True), ordered(best=False)
+    assert binning["ap_interval"] == pytest.approx([worst["ap"], best["ap"]], abs=1e-12)
+    assert binning["auroc_interval"] == pytest.approx([worst["auroc"], best["auroc"]], abs=1e-12)
+    assert binning["fpr95_interval"] == pytest.approx([best["fpr95"], worst["fpr95"]], abs=1e-12)
+    assert (binning["mixed_bins"], binning["pixels_in_mixed_bins"]) == (3, 13)
+
+
+def test_binning_bound_precision_with_a_billion_pixels_above():
+    # One anomaly pixel per bin below 1e9 inliers: distinct or tied, nothing can change (a = 1),
+    # and the bound must say 0 exactly, not the rounding noise of digamma(1e9) differences.
+    tps = torch.tensor([0, 1, 2, 3])
+    fps = torch.tensor([10**9, 10**9, 10**9 + 5, 10**9 + 5])
+    binning = binning_bounds(tps, fps, ranking_metrics(tps, fps))
+    assert binning["ap_interval"][0] == ranking_metrics(tps, fps)["ap"]
+    # Two anomaly pixels in one bin below 1e9 inliers: tied, each has precision 2 / (1e9 + 2);
+    # distinct, the first has 1 / (1e9 + 1): AP drops by exactly the difference over P = 2.
+    tps, fps = torch.tensor([0, 2]), torch.tensor([10**9, 10**9])
+    values = ranking_metrics(tps, fps)
+    expected = (2 / (1e9 + 2) - 1 / (1e9 + 1)) / 2
+    loss = values["ap"] - binning_bounds(tps, fps, values)["ap_interval"][0]
+    assert loss == pytest.approx(expected, rel=1e-6, abs=1e-18)
+
+
+@pytest.mark.filterwarnings("ignore::fsbench.metrics.anomaly.BinningWarning")  # exact ties
 def test_signed_zeros_are_one_tie():
     target = np.array([1, 0, 1, 0], dtype=np.uint8)
     result = _metric_of(np.array([0.0, -0.0, -0.0, 0.0], dtype=np.float32), target)

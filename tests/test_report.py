@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fsbench.plots import plot_curves
-from fsbench.report import gather, main, write_leaderboard
+from fsbench.report import gather, main, results_table, write_leaderboard
 
 
 def _run(folder: Path, overrides: list[str], results: dict) -> None:
@@ -79,3 +79,26 @@ def test_curve_figures_one_per_dataset(tmp_path):
     paths = plot_curves(curves, results, tmp_path)
     assert [p.name for p in paths] == ["curves_a.png", "curves_b.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_results_table_names_the_results_the_histogram_may_have_moved():
+    crowded = _entry(0.25, 0.91, dataset="a")
+    crowded["datasets"]["a"]["binning"] = {
+        "ap_interval": [0.20, 0.70], "ap_error_bound": 0.45,
+        "fpr95_interval": [0.50, 0.91], "fpr95_error_bound": 0.41,
+        "auroc_interval": [0.899995, 0.900005], "auroc_error_bound": 5e-6,
+    }  # fmt: skip
+    exact = _entry(0.5, 0.2, dataset="a")
+    exact["datasets"]["a"]["binning"] = {
+        f"{key}_{kind}": value
+        for key in ("ap", "fpr95", "auroc")
+        for kind, value in (("interval", [0.2, 0.2]), ("error_bound", 0.0))
+    }
+    table = results_table(
+        {"crowded": crowded, "exact": exact, "old": _entry(0.1, 0.6, dataset="a")}
+    )
+    (note,) = [line for line in table.splitlines() if "Approximate" in line]
+    assert "`crowded` / `a`: AP in [20.00, 70.00], FPR95 in [50.00, 91.00]" in note
+    assert "AUROC in" not in note  # its bound is below 1e-4
+    assert "`exact`" not in note and "`old`" not in note
+    assert "Approximate" not in results_table({"exact": exact})

@@ -363,5 +363,13 @@ def test_score_reproduces_the_evaluation_of_the_same_model(tmp_path):
             "128", "--out", str(out), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     scored = json.loads((out / "results.json").read_text())["results"]
-    for key in ("ap", "auroc", "fpr95", "n_anomaly", "n_inlier"):
-        assert scored[key] == pytest.approx(evaluated[key], abs=1e-6), key
+    assert (scored["n_anomaly"], scored["n_inlier"]) == (
+        evaluated["n_anomaly"],
+        evaluated["n_inlier"],
+    )
+    # The evaluation ran batches of 3, the saved maps batches of 1: other convolution shapes,
+    # scores equal up to float32 rounding. That may swap an anomaly and an inlier scoring that
+    # close (AP moves by at most 1 / (anomaly pixels x rank), AUROC by 1 / (anomaly x inlier
+    # pixels)): 1e-4, the histogram's own tolerance, not 1e-6, which assumed equal scores.
+    for key in ("ap", "auroc", "fpr95"):
+        assert scored[key] == pytest.approx(evaluated[key], abs=1e-4), key

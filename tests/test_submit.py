@@ -61,6 +61,29 @@ def _in_memory(segmenter, head, cast=np.float32):
     return metric.compute(), scores
 
 
+def score_tolerance(reference: np.ndarray) -> float:
+    """Max abs difference allowed between score maps of the same model from two processes.
+
+    The container command runs in another process with OMP_NUM_THREADS=1; this one may use every
+    core. Convolutions split their sums by thread, so float32 scores may differ by a few ulps of
+    the map's largest values: 1e-5 of the map's scale (floor 1: energies of order 1-10 here,
+    20-50 for a trained model), ~80 ulps, far below any real difference (a wrong frame order or
+    head). Measured here: 0 (bit-identical).
+    """
+    return 1e-5 * max(1.0, float(np.abs(reference).max()))
+
+
+def metric_tolerance(maps: list[np.ndarray], others: list[np.ndarray]) -> float:
+    """0 when the two sets of maps are bit-identical; else 1e-4 (the histogram's resolution).
+
+    Maps that differ by rounding (see :func:`score_tolerance`) may swap an anomaly and an inlier
+    pixel scoring that close, which moves AP by at most 1 / (anomaly pixels x rank) and AUROC by
+    1 / (anomaly x inlier pixels): not an error. Equal maps must give equal metrics.
+    """
+    identical = all(np.array_equal(a, b) for a, b in zip(maps, others, strict=True))
+    return 0.0 if identical else 1e-4
+
+
 def _metrics_of(scores: list[np.ndarray]) -> dict:
     metric = AnomalyMetrics()
     scenes = anomaly_scenes(len(FS_IDS))
@@ -133,10 +156,11 @@ def test_fishyscapes_files_from_the_container_command_match_the_evaluation(setup
     scores = [scores[2], scores[0], scores[1]]
     expected_metrics, memory_scores = _in_memory(setup["segmenter"], Energy())
     for written, memory in zip(scores, memory_scores, strict=True):
-        np.testing.assert_allclose(written, memory, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(written, memory, rtol=0, atol=score_tolerance(memory))
     from_files = _metrics_of(scores)
+    tolerance = metric_tolerance(scores, memory_scores)
     for key in ("ap", "auroc", "fpr95"):
-        assert from_files[key] == pytest.approx(expected_metrics[key], abs=1e-9), key
+        assert from_files[key] == pytest.approx(expected_metrics[key], abs=tolerance), key
     # An independent reference (scikit-learn, exact sort) agrees on files and memory alike.
     labels = np.concatenate([anomaly_scenes(3)[i]["anomaly"].numpy().ravel() for i in range(3)])
     valid = labels != 255
@@ -145,7 +169,7 @@ def test_fishyscapes_files_from_the_container_command_match_the_evaluation(setup
         flat = np.concatenate([m.ravel() for m in maps])
         return average_precision_score(labels[valid] == 1, flat[valid])
 
-    assert sklearn_ap(scores) == pytest.approx(sklearn_ap(memory_scores), abs=1e-6)
+    assert sklearn_ap(scores) == pytest.approx(sklearn_ap(memory_scores), abs=tolerance)
 
 
 def test_fitted_head_is_restored_from_the_evaluate_run_state(setup):
@@ -153,7 +177,8 @@ def test_fitted_head_is_restored_from_the_evaluate_run_state(setup):
     assert main(_args(setup, "--head", "sml", "--head-state", state, output="sml")) == 0
     expected, memory_scores = _in_memory(setup["segmenter"], setup["sml"])
     written = np.load(setup["root"] / "sml" / "0010_anomaly.npy")
-    np.testing.assert_allclose(written, memory_scores[0], rtol=0, atol=1e-5)
+    # This process, batch 1 both (measured: bit-identical); rounding at most.
+    np.testing.assert_allclose(written, memory_scores[0], rtol=0, atol=score_tolerance(written))
 
 
 def test_smiyc_files_are_float16_hdf5_where_the_toolkit_reads_them(setup, tmp_path):
@@ -175,6 +200,8 @@ def test_smiyc_files_are_float16_hdf5_where_the_toolkit_reads_them(setup, tmp_pa
         scores.append(value)
     scores = [scores[1], scores[0], scores[2]]  # sorted fids: .0001, 0000, 0002
     expected, memory = _in_memory(setup["segmenter"], MaxSoftmax(), cast=np.float16)
+    # Exact on purpose: main() runs in this process on the same uint8 pixels, one image a batch,
+    # so the float32 scores are bit-identical and so is their float16 rounding.
     for written, in_memory in zip(scores, memory, strict=True):
         np.testing.assert_array_equal(written.astype(np.float32), in_memory)
     from_files = _metrics_of(scores)

@@ -132,11 +132,37 @@ def test_outlier_exposure_scores_and_errors():
     entropy = -(p * p.log()).sum(dim=1)
     assert torch.allclose(OutlierExposure().score(_output(logits)).double(), entropy, atol=1e-5)
     max_softmax = OutlierExposure(score="max_softmax").score(_output(logits)).double()
-    assert torch.allclose(max_softmax, 1 - p.max(dim=1).values, atol=1e-6)
+    top = p.max(dim=1).values
+    assert torch.allclose(max_softmax, torch.log((1 - top) / top), atol=1e-5)  # log-odds
     with pytest.raises(ValueError, match="pasted outliers"):
         OutlierExposure().training_loss(_output(logits), {"label": torch.zeros(2, 3, 4)})
     with pytest.raises(ValueError, match="score"):
         OutlierExposure(score="energy")
+
+
+def test_outlier_exposure_max_softmax_keeps_confident_pixels_ordered():
+    # Pixels ever more confident: top-class logit gaps 5 ... 300 over 18 other classes spread
+    # below it. 1 - exp(max log p) in float32 was 0 from a gap of ~17 on (all tied).
+    gaps = torch.tensor([5.0, 12.0, 17.0, 20.0, 25.0, 30.0, 40.0, 60.0, 90.0, 120.0, 300.0])
+    spread = torch.linspace(0.0, 6.0, 18)
+    logits = torch.zeros(1, 19, 1, len(gaps))
+    logits[0, 3] = 10.0
+    logits[0, torch.arange(19) != 3, 0] = 10.0 - gaps[None, :] - spread[:, None]
+    score = OutlierExposure(score="max_softmax").score(_output(logits))[0, 0]
+    assert score.dtype == torch.float32 and bool(torch.isfinite(score).all())
+    assert bool((torch.diff(score) < 0).all()), score  # distinct, more confident = lower
+    # Against float64: log((1 - p) / p) = logsumexp of the other logits minus the top one.
+    others = logits[0, torch.arange(19) != 3, 0].double()
+    expected = torch.logsumexp(others, dim=0) - 10.0
+    assert torch.allclose(score.double(), expected, rtol=1e-6, atol=1e-5)
+    # A monotone transform of 1 - max softmax: the same order wherever that one is distinct.
+    plain = MaxSoftmax.from_logits(logits)[0, 0]
+    distinct = plain > 0
+    assert torch.equal(torch.argsort(score[distinct]), torch.argsort(plain[distinct]))
+    # Two maximal classes: p_max <= 1/2, the log-odds >= 0.
+    tied = torch.zeros(1, 4, 1, 1)
+    tied[0, :2] = 3.0
+    assert OutlierExposure(score="max_softmax").score(_output(tied)).item() >= 0.0
 
 
 def test_void_classifier_loss_and_score_against_numpy():

@@ -27,11 +27,14 @@ from typing import Any
 import torch
 import torchmetrics
 from torch import Tensor
+from torchmetrics.utilities import rank_zero_warn
 
 __all__ = [
     "AnomalyMetrics",
+    "BinningWarning",
     "anomaly_metrics",
     "bin_lower_edges",
+    "binning_bounds",
     "downsample_curves",
     "ranking_metrics",
     "score_bins",
@@ -242,6 +245,109 @@ def downsample_curves(
 
 DEFAULT_BIN_BITS = 22
 
+# AnomalyMetrics warns when the histogram may have moved AP, AUROC or FPR95 by more than this:
+# the resolution at which they are reported (two decimals in %).
+BINNING_WARN_ABOVE = 1e-4
+
+
+class BinningWarning(UserWarning):
+    """The histogram of :class:`AnomalyMetrics` may have moved a metric by more than 1e-4."""
+
+
+def _harmonic_gap(m: Tensor, a: Tensor) -> Tensor:
+    """sum_{k=1..a} 1 / (m + k) = digamma(m + a + 1) - digamma(m + 1), float64, to ~1e-16 relative.
+
+    For m + 1 >= 1000 the difference of the asymptotic series of digamma is taken term by term
+    (log1p and exact differences): a difference of two digammas near ln(m) ~ 20 would lose the
+    ~1e-15 absolute that the AP bound, multiplied by m ~ 1e9 pixels, cannot afford.
+    """
+    x, y = m + 1.0, m + a + 1.0
+    large = x >= 1000.0
+    xs, ys = torch.where(large, x, 1000.0), torch.where(large, y, 1000.0)
+    series = (
+        torch.log1p(a / xs)
+        + a / (2.0 * xs * ys)
+        + a * (xs + ys) / (12.0 * xs * xs * ys * ys)
+        + (1.0 / ys**4 - 1.0 / xs**4) / 120.0
+    )  # truncation error below 1e-20 relative for x >= 1000
+    small = torch.special.digamma(torch.where(large, 1.0, y)) - torch.special.digamma(
+        torch.where(large, 1.0, x)
+    )
+    return torch.where(large, series, small)
+
+
+def binning_bounds(
+    tps: Tensor, fps: Tensor, values: dict[str, Any], fpr_at_tpr: float = 0.95
+) -> dict[str, Any]:
+    """How far the histogram's AP, AUROC and FPR95 can be from the exact (sorted) ones.
+
+    The histogram ranks every pixel of a bin as one tied threshold. The exact metrics
+    (:func:`anomaly_metrics`) see the bin's float32 scores, which may be distinct, in an order
+    the histogram does not know. Every metric is bounded by the best and the worst order inside
+    the bins, computed in closed form from the counts alone (no extra state; under DDP from the
+    summed histogram, so every process gets the same numbers):
+
+    * **AP** is a sum over bins: bin b with ``a`` anomaly and ``n`` inlier pixels, below ``T``
+      anomaly and ``F`` inlier pixels, contributes ``a (T + a) / (T + F + a + n)`` (tied, the
+      histogram's value); at best its anomalies come first, tied, each with precision
+      ``(T + a) / (T + F + a)``; at worst its inliers come first and its anomalies are distinct,
+      the k-th with precision ``(T + k) / (T + F + n + k)``. So AP also moves in bins holding
+      only anomaly pixels (``n = 0``) that rank below inliers (``F > 0``): ties give their
+      anomalies the bin's last precision, distinct scores lower ones.
+    * **AUROC** counts each (anomaly, inlier) pair sharing a bin as half won; their order gives
+      0 or 1: +- sum(a n) / (2 P N) with P, N the totals.
+    * **FPR95** is read in the first bin whose cumulative TPR reaches the level; the crossing
+      lies inside it: at best its anomalies come first (FPR without its inliers), at worst (the
+      histogram's value) all its inliers are counted.
+
+    The exact metrics lie inside these intervals whatever the scores inside the bins are (checked
+    against scikit-learn in ``tests/test_metrics.py``). Scores that are exactly equal are ranked
+    exactly by both, so on quantized scores (ties across the classes) the bound is pessimistic.
+
+    Args:
+        tps, fps: int64 [T] cumulative counts per occupied bin, highest scores first (as
+            :meth:`AnomalyMetrics.cumulative_counts` returns them).
+        values: the histogram's metrics, :func:`ranking_metrics` of the same counts.
+        fpr_at_tpr: the TPR level of the FPR metric, as given to :func:`ranking_metrics`.
+
+    Returns:
+        ``{"mixed_bins", "pixels_in_mixed_bins"}`` (ints: bins holding both classes, and all
+        their pixels), ``{"ap", "auroc", "fpr95"}_interval`` ([low, high], containing the exact
+        value) and ``{"ap", "auroc", "fpr95"}_error_bound`` (the largest distance from the
+        reported value to its interval's ends; 0.0 when the histogram is provably exact).
+    """
+    zero = tps.new_zeros(1)
+    a = torch.diff(tps, prepend=zero).to(torch.float64)  # anomaly pixels per bin
+    n = torch.diff(fps, prepend=zero).to(torch.float64)  # inlier pixels per bin
+    total_a, total_n = float(tps[-1]), float(fps[-1])
+    above_a, above_n = tps.to(torch.float64) - a, fps.to(torch.float64) - n  # T, F
+    mixed = (a > 0) & (n > 0)
+    # AP, best order minus tied: a (T + a) [1 / (T + F + a) - 1 / (T + F + a + n)].
+    m = above_a + above_n + n  # M = T + F + n, pixels at or above the bin but its anomalies
+    gain = a * (above_a + a) * n / ((above_a + above_n + a).clamp(min=1.0) * (m + a))
+    # AP, tied minus worst order: (F + n) / (M + a) * sum_{k=1..a} (a - k) / (M + k), where the
+    # sum is (a + M) H - a with H = sum_k 1 / (M + k); it is 0 for a <= 1.
+    spread = ((a + m) * _harmonic_gap(m, a) - a).clamp(min=0.0)
+    loss = torch.where(a > 1, (above_n + n) / (m + a) * spread, 0.0)
+    ap_up, ap_down = float(gain.sum()) / total_a, float(loss.sum()) / total_a
+    auroc = float((a * n).sum()) / (2.0 * total_a * total_n)
+    # FPR95: the bin where the TPR first reaches the level, found as ranking_metrics finds it.
+    tpr = tps.to(torch.float64) / total_a
+    level = torch.tensor([fpr_at_tpr], dtype=torch.float64, device=tps.device)
+    first = torch.searchsorted(tpr, level, side="left")
+    fpr_down = float(n[first]) / total_n
+    ap, auc, fpr = values["ap"], values["auroc"], values["fpr95"]
+    return {
+        "mixed_bins": int(mixed.sum()),
+        "pixels_in_mixed_bins": int((a + n)[mixed].sum()),
+        "ap_interval": [max(ap - ap_down, 0.0), min(ap + ap_up, 1.0)],
+        "ap_error_bound": max(ap_up, ap_down),
+        "auroc_interval": [max(auc - auroc, 0.0), min(auc + auroc, 1.0)],
+        "auroc_error_bound": auroc,
+        "fpr95_interval": [max(fpr - fpr_down, 0.0), fpr],
+        "fpr95_error_bound": fpr_down,
+    }
+
 
 def score_bins(scores: Tensor, bits: int = DEFAULT_BIN_BITS) -> Tensor:
     """Order-preserving histogram bin of each score: int64 in [0, 2**bits).
@@ -250,7 +356,7 @@ def score_bins(scores: Tensor, bits: int = DEFAULT_BIN_BITS) -> Tensor:
     float32 bit pattern is mapped to a signed integer of the same order (negative floats have
     their magnitude bits flipped) and its top ``bits`` bits are the bin. Every bin holds floats
     of one sign and one exponent whose mantissas share their top ``bits - 9`` bits: a relative
-    width of 2**-(bits - 9) (2.4e-4 for 22 bits), whatever the magnitude. Scores that differ by
+    width of 2**-(bits - 9) (1.2e-4 for 22 bits), whatever the magnitude. Scores that differ by
     less than that may share a bin and then count as tied.
     """
     if not 10 <= bits <= 31:
@@ -284,7 +390,9 @@ class AnomalyMetrics(torchmetrics.Metric):
     ``compute()`` returns ``{"ap", "auroc", "fpr95"}`` (python floats in [0, 1]) and
     ``{"n_anomaly", "n_inlier"}`` (python ints), with the definitions of the official Fishyscapes
     ``eval.py`` (Blum et al., IJCV 2021; see :func:`ranking_metrics`), FPR95 being the FPR at the
-    first threshold whose TPR >= ``fpr_at_tpr``.
+    first threshold whose TPR >= ``fpr_at_tpr``; and ``"binning"``, what the histogram may have
+    cost (:func:`binning_bounds`: bins shared by both classes, and for each metric an interval
+    holding the exact value and the error bound), with ``"bin_bits"``.
 
     **State, memory, exactness.** The state is a histogram ``counts`` int64 [2, 2**bin_bits]
     (row 0 inlier, row 1 anomaly) over the order-preserving bins of :func:`score_bins`: its size,
@@ -292,12 +400,15 @@ class AnomalyMetrics(torchmetrics.Metric):
     pixels, and processes sync it by summation, so a distributed result equals the
     single-process one exactly. Each bin is one threshold: scores that are equal (ties, quantized
     scores) are counted exactly; distinct scores closer than a relative 2**-(bin_bits - 9)
-    (2.4e-4) may share a bin and count as tied, which moves AP and AUROC by far less than 1e-4 on
+    (1.2e-4) may share a bin and count as tied, which moves AP and AUROC by far less than 1e-4 on
     continuous scores (see ``tests/test_metrics.py`` and ``benchmarks/metrics.py``). The
     resolution is relative, so scores crowded near a nonzero value lose it: a raw probability
     p = 1 - 1e-6 shares its bin with 1 - 1e-5. Score ``1 - p`` computed stably (as
     ``baselines.softmax.MaxSoftmax`` does), a log-probability, or raise ``bin_bits``; or check
-    with :func:`anomaly_metrics`, which sorts every pixel exactly.
+    with :func:`anomaly_metrics`, which sorts every pixel exactly. ``compute()`` says when that is
+    needed: it bounds the error from the counts (``"binning"`` in its result, the same under DDP
+    as in one process) and, when a bound exceeds 1e-4, issues one :class:`BinningWarning` (on
+    rank 0) naming the fixes.
 
     Args:
         ignore_index: label of void pixels.
@@ -491,6 +602,9 @@ class AnomalyMetrics(torchmetrics.Metric):
         """Pool every update (and every process) and return the metrics dict."""
         tps, fps, _ = self._cumulative_counts()
         result: dict[str, Any] = ranking_metrics(tps, fps, self.fpr_at_tpr)
+        binning = {"bin_bits": self.bin_bits, **binning_bounds(tps, fps, result, self.fpr_at_tpr)}
+        result["binning"] = binning
+        _warn_if_approximate(binning)
         if self.per_image:
             result["per_image"] = {
                 "ap": _cat_state(self.image_ap).tolist(),
@@ -504,6 +618,32 @@ class AnomalyMetrics(torchmetrics.Metric):
         if tps.numel() == 0 or tps[-1] == 0 or fps[-1] == 0:
             raise ValueError("curves need both anomaly and inlier pixels; update with more data")
         return downsample_curves(tps, fps, bin_lower_edges(bins, self.bin_bits), max_points)
+
+
+def _warn_if_approximate(binning: dict[str, Any]) -> None:
+    """One :class:`BinningWarning` (on rank 0) when a bound of ``binning`` exceeds 1e-4."""
+    bounds = {key: binning[f"{key}_error_bound"] for key in ("ap", "fpr95", "auroc")}
+    if max(bounds.values()) <= BINNING_WARN_ABOVE:
+        return
+    ap, fpr = binning["ap_interval"], binning["fpr95_interval"]
+    bits = binning["bin_bits"]
+    rank_zero_warn(
+        f"AnomalyMetrics' histogram (bin_bits={bits}) ranks scores closer than "
+        f"{2.0 ** -(bits - 9):.1e} (relative) as ties, and these scores are crowded: "
+        f"{binning['pixels_in_mixed_bins']:,} pixels lie in the {binning['mixed_bins']:,} bins "
+        f"holding both classes. AP may be off by up to {bounds['ap']:.2g} (exact value in "
+        f"[{ap[0]:.4f}, {ap[1]:.4f}]), FPR95 by up to {bounds['fpr95']:.2g} (in "
+        f"[{fpr[0]:.4f}, {fpr[1]:.4f}]), AUROC by up to {bounds['auroc']:.2g}. Fix: compute "
+        "the scores so that they are not crowded near a nonzero value: shift or rescale them "
+        "where they are made (x - c rather than x near c), or use log-space scores (log p or "
+        "1 - p from the other classes' terms rather than p near 1); or raise "
+        "AnomalyMetrics(bin_bits=...) (up to 26, 2**(bits+4) bytes); or compute the exact "
+        "fsbench.metrics.anomaly_metrics on the pixels. If the pixels sharing bins hold exactly "
+        "equal scores (quantized scores), the histogram is exact and this bound pessimistic. "
+        "results.json records it under 'binning'",
+        BinningWarning,
+        stacklevel=6,  # the caller of metric.compute(), past torchmetrics' two wrappers
+    )
 
 
 def _cat_state(state: list[Tensor] | Tensor) -> Tensor:
