@@ -156,7 +156,8 @@ def check_parity(
         raise ValueError(
             f"the exported {type(head).__name__} scores differ from the eager model by "
             f"{difference:.3g} (> {allowed:.3g}, {tolerance:g} of the scores' scale): the head "
-            "is random (sampling, e.g. MC dropout) or has control flow the TorchScript tracer cannot follow, so it cannot be exported"
+            "is random (sampling, e.g. MC dropout) or has control flow the TorchScript tracer "
+            "cannot follow, so it cannot be exported"
         )
     return difference
 
