@@ -4,7 +4,9 @@ For semantic segmentation as in Bayesian SegNet (Kendall et al., BMVC 2017) and,
 Mukhoti & Gal, "Evaluating Bayesian Deep Learning Methods for Semantic Segmentation" (2018):
 dropout stays active at test time and the predictive distribution is the average of T stochastic
 softmax outputs. fsbench's segmenter has its dropout right before the 1x1 classifier, so the
-decoder features are computed once and only the cheap classifier is sampled T times.
+decoder features are computed once and only the cheap classifier is sampled T times; each
+sample's logits are upsampled to the image before the softmax (``resolution="image"``), as
+the definition and the single-pass heads have it.
 """
 
 from __future__ import annotations
@@ -31,10 +33,9 @@ def sample_dropout(features: Tensor, rate: float) -> Tensor:
     """Inverted dropout, ``F.dropout(features, rate, training=True)`` in distribution.
 
     On the CPU the mask comes from one uniform draw per element, thresholded in place (an
-    element is kept with probability P(u >= rate) = 1 - rate and scaled by 1 / (1 - rate)):
-    three times faster than ``F.dropout`` there, whose Bernoulli sampling dominates the cost of
-    MC dropout (the T classifier products are ~10x cheaper than the T masks). On GPUs
-    ``F.dropout``'s fused kernel is used.
+    element is kept with probability P(u >= rate) = 1 - rate and scaled by 1 / (1 - rate)),
+    which is cheaper there than ``F.dropout``'s Bernoulli sampling (benchmarks/README.md). On
+    GPUs ``F.dropout``'s fused kernel is used.
     """
     if rate == 0:
         return features
@@ -45,29 +46,54 @@ def sample_dropout(features: Tensor, rate: float) -> Tensor:
 
 
 class MCDropout(AnomalyHead):
-    """MC dropout on the decoder features; score = predictive entropy or mutual information.
+    """MC dropout on the decoder features; score = predictive entropy, mutual information, max-prob.
 
     ``forward`` runs ``segmenter.extract_features`` once (features [N, D, h, w], h = ceil(H/4)),
-    then draws T samples p_t = softmax(classifier(dropout(features, p))) at feature resolution,
-    with dropout applied functionally: the segmenter is never switched to train mode, so its
-    BatchNorm layers keep their running statistics. The score is computed from the T samples at
-    feature resolution (see :mod:`baselines.sampling`) and resized bilinearly to [N, H, W].
+    then draws T samples with dropout applied functionally (:func:`sample_dropout`): the
+    segmenter is never switched to train mode, so its BatchNorm layers keep their running
+    statistics. With ``resolution="image"`` (the default) every sample is
+    ``segmenter.classify(dropout(features, p), (H, W))``, the segmenter's own 1x1 classifier and
+    bilinear upsampling (its dropout module is inactive in eval mode), so p_t = softmax of that
+    sample's logits at each image pixel, exactly as the single-pass softmax heads score; the
+    score is computed from the T samples there (see :mod:`baselines.sampling`). Memory does not
+    grow with T: one float64 [N, C, H, W] running sum of p_t and one [N, H, W] sum of H[p_t],
+    updated in place as the samples come, plus one sample's logits and the work buffers of
+    :class:`~baselines.sampling.MemberAverage` (two float64 tensors of the logits' size, or
+    cache-sized chunks on a single-threaded CPU).
+
+    ``resolution="features"`` is the cheaper approximation: the samples p_t =
+    softmax(classifier(dropout(features, p))) stay at feature resolution [N, C, h, w] and the
+    finished score is resized bilinearly to [N, H, W]. It is not the same score: on a class
+    boundary the image-resolution logits pass through a mixed, uncertain distribution between
+    two confident feature pixels, while the resized score only interpolates the two confident
+    pixels' low values, so the boundary's uncertainty is lost (an entropy of 0.017 instead of
+    0.47 on a two-class edge; ``tests/test_sampling_heads.py``). It costs T softmaxes over h x w
+    instead of H x W.
+
     The segmentation logits are the deterministic ``segmenter.classify(features, (H, W))``
-    (the segmenter's dropout module is inactive in eval mode).
+    either way.
 
     Args:
         num_samples: T, the number of stochastic passes of the classifier.
-        score: ``entropy`` (predictive entropy H[mean_t p_t], total uncertainty) or
+        score: ``entropy`` (predictive entropy H[mean_t p_t], total uncertainty),
             ``mutual_information`` (H[mean_t p_t] - mean_t H[p_t], the disagreement of the
-            samples; needs T >= 2).
+            samples, as Bayesian DeepLab scores in Mukhoti & Gal 2018; needs T >= 2) or
+            ``max_prob`` (1 - max_c mean_t p_tc).
         dropout: dropout rate p for the samples; ``None`` uses the segmenter's own rate
             (``segmenter.dropout.p``, set by ``model.dropout`` at training time).
+        resolution: ``image`` (per image pixel, the definition) or ``features`` (at feature
+            resolution, then the score resized; see above).
     """
 
-    SCORES = ("entropy", "mutual_information")
+    SCORES = ("entropy", "mutual_information", "max_prob")
+    RESOLUTIONS = ("image", "features")
 
     def __init__(
-        self, num_samples: int = 8, score: str = "entropy", dropout: float | None = None
+        self,
+        num_samples: int = 8,
+        score: str = "entropy",
+        dropout: float | None = None,
+        resolution: str = "image",
     ) -> None:
         super().__init__()
         self.score_kind = check_score(score, self.SCORES, "MCDropout")
@@ -79,8 +105,14 @@ class MCDropout(AnomalyHead):
             )
         if dropout is not None and not 0 <= dropout < 1:
             raise ValueError(f"MCDropout dropout must be in [0, 1), got {dropout}")
+        if resolution not in self.RESOLUTIONS:
+            raise ValueError(
+                f"MCDropout resolution must be one of {', '.join(self.RESOLUTIONS)}; "
+                f"got {resolution!r}"
+            )
         self.num_samples = int(num_samples)
         self.dropout_rate = None if dropout is None else float(dropout)
+        self.resolution = resolution
 
     def resolve_dropout(self, segmenter: nn.Module) -> float:
         """The dropout rate the samples use: the override, else the segmenter's own rate."""
@@ -110,7 +142,12 @@ class MCDropout(AnomalyHead):
         features = segmenter.extract_features(images)
         samples = MemberAverage()
         for _ in range(self.num_samples):
-            samples.add(segmenter.classifier(sample_dropout(features, rate)))
-        score = samples.score(self.score_kind)  # float32 [N, h, w]
-        score = resize_score(score, size)
+            dropped = sample_dropout(features, rate)
+            if self.resolution == "image":
+                samples.add(segmenter.classify(dropped, size))  # [N, C, H, W]
+            else:
+                samples.add(segmenter.classifier(dropped))  # [N, C, h, w]
+            del dropped  # freed before the next mask is drawn
+        score = resize_score(samples.score(self.score_kind), size)  # float32 [N, H, W]
+        del samples
         return AnomalyPrediction(score=score, logits=segmenter.classify(features, size))

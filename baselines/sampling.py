@@ -19,6 +19,8 @@ takes them one at a time, so the heads' memory does not grow with T.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -55,35 +57,105 @@ def check_score(score: str, allowed: tuple[str, ...], owner: str) -> str:
     return score
 
 
+#: Single-threaded on the CPU, :class:`MemberAverage` works through predictions in chunks of
+#: this many elements (classes x pixels; 1 MiB in float64), so that its passes run in cache, not
+#: in memory (benchmarks/README.md). With several threads it uses whole tensors, as on GPUs:
+#: every op is then a parallel region, and many small ones stall on a busy machine.
+CPU_CHUNK_ELEMENTS = 1 << 17
+
+
+def _chunk_elements(device: torch.device) -> int | None:
+    """Elements per chunk of :class:`MemberAverage` on ``device``; ``None``: whole tensors."""
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return CPU_CHUNK_ELEMENTS
+    return None
+
+
 class MemberAverage:
     """Running average of T predictions, added one at a time as logits float [N, C, ...].
 
-    Keeps sum_t p_t and sum_t H[p_t] only (memory independent of T) and computes them in float64
-    (float32 on MPS, which lacks float64): mutual information is a small difference of two
-    entropies, and 1 - max p of confident pixels rounds to 0 in float32.
+    Keeps sum_t p_t and sum_t H[p_t] only (memory independent of T), accumulated in place, and
+    computes them in float64 (float32 on MPS, which lacks float64): mutual information is a small
+    difference of two entropies, and 1 - max p of confident pixels rounds to 0 in float32.
+    Without gradients (``torch.no_grad``/``inference_mode``, the heads' case) :meth:`add` and
+    :meth:`score` work in place in two buffers made at the first add and reused: the size of the
+    logits, or cache-sized chunks on a single-threaded CPU (:data:`CPU_CHUNK_ELEMENTS`). With
+    gradients they compute out of place, differentiably.
     """
 
     def __init__(self) -> None:
         self.count = 0
         self._prob_sum: Tensor | None = None  # sum_t p_t, [N, C, ...]
         self._entropy_sum: Tensor | None = None  # sum_t H[p_t], [N, ...]
+        self._work: tuple[Tensor, Tensor] | None = None  # in-place buffers, [n, C, p]
+        self._steps: tuple[int, int] = (0, 0)  # images and pixels per chunk (n, p), fixed once
 
     def add(self, logits: Tensor) -> None:
-        """Add one prediction given by its logits float [N, C, ...] (classes along dim 1)."""
+        """Add one prediction given by its logits float [N, C, ...] (classes along dim 1).
+
+        p = softmax(logits) and H[p] = log S - sum_c e_c d_c / S, with d_c = l_c - max_c l_c,
+        e_c = exp(d_c) and S = sum_c e_c: one exponential per element, no logarithm of p, and
+        0 log 0 = 0 (logits of -inf included). ``logits`` is not modified.
+        """
+        if logits.ndim < 2:
+            raise ValueError(f"expected logits [N, C, ...], got shape {tuple(logits.shape)}")
+        if self._prob_sum is not None and logits.shape != self._prob_sum.shape:
+            raise ValueError(
+                f"MemberAverage: a prediction of shape {tuple(logits.shape)} after ones of shape "
+                f"{tuple(self._prob_sum.shape)}"
+            )
         dtype = torch.float32 if logits.device.type == "mps" else torch.float64
-        probs = torch.softmax(logits.to(dtype), dim=1)
-        member_entropy = entropy(probs, dim=1)
-        if self._prob_sum is None:
-            self._prob_sum, self._entropy_sum = probs, member_entropy
-        else:
-            self._prob_sum = self._prob_sum + probs
-            self._entropy_sum = self._entropy_sum + member_entropy
+        if torch.is_grad_enabled() and logits.requires_grad:
+            probs, member_entropy = _softmax_and_entropy(logits.to(dtype))
+            if self._prob_sum is None:
+                self._prob_sum, self._entropy_sum = probs, member_entropy
+            else:
+                self._prob_sum.add_(probs)
+                self._entropy_sum.add_(member_entropy)
+            self.count += 1
+            return
+        first = self._prob_sum is None
+        if first:
+            self._prob_sum = torch.empty(logits.shape, dtype=dtype, device=logits.device)
+            self._entropy_sum = torch.zeros(
+                (logits.shape[0], *logits.shape[2:]), dtype=dtype, device=logits.device
+            )
+        flat = logits.reshape(_flat(logits.shape))
+        prob_sum = self._prob_sum.view(flat.shape)
+        entropy_sum = self._entropy_sum.view(flat.shape[0], flat.shape[2])
+        for chunk, (shifted, exp) in self._chunks():
+            probs, member_entropy = _softmax_and_entropy(shifted.copy_(flat[chunk]), out=exp)
+            if first:
+                prob_sum[chunk].copy_(probs)
+            else:
+                prob_sum[chunk].add_(probs)
+            entropy_sum[chunk[0], chunk[2]].add_(member_entropy)
         self.count += 1
+
+    def _chunks(self) -> list[tuple[tuple[slice, slice, slice], tuple[Tensor, Tensor]]]:
+        """Indices of the chunks of the sum as [N, C, P], each with its views of the buffers."""
+        images, classes, pixels = _flat(self._prob_sum.shape)
+        if self._work is None:
+            elements = _chunk_elements(self._prob_sum.device)
+            per_chunk = pixels if elements is None else max(1, elements // classes)
+            step_pixels = max(1, min(pixels, per_chunk))
+            step_images = images if elements is None else min(images, per_chunk // step_pixels)
+            self._steps = (max(1, step_images), step_pixels)
+            like = {"dtype": self._prob_sum.dtype, "device": self._prob_sum.device}
+            size = (self._steps[0], classes, step_pixels)
+            self._work = (torch.empty(size, **like), torch.empty(size, **like))
+        step_images, step_pixels = self._steps
+        chunks = []
+        for i in range(0, images, step_images):
+            for p in range(0, pixels, step_pixels):
+                n, m = min(step_images, images - i), min(step_pixels, pixels - p)
+                index = (slice(i, i + n), slice(None), slice(p, p + m))
+                chunks.append((index, tuple(w[:n, :, :m] for w in self._work)))
+        return chunks
 
     def mean_probs(self) -> Tensor:
         """mean_t p_t, [N, C, ...] (accumulation dtype)."""
-        if self._prob_sum is None:
-            raise RuntimeError("MemberAverage is empty: add at least one prediction")
+        self._check_not_empty()
         return self._prob_sum / self.count
 
     def log_mean_probs(self) -> Tensor:
@@ -98,13 +170,37 @@ class MemberAverage:
         prediction.
         """
         check_score(kind, SCORES, "MemberAverage")
-        mean = self.mean_probs()
+        self._check_not_empty()
         if kind == "max_prob":
-            return (1 - mean.amax(dim=1)).float()
-        predictive = entropy(mean, dim=1)
+            return (1 - self._prob_sum.amax(dim=1) / self.count).float()
+        predictive = self._predictive_entropy()
         if kind == "entropy":
             return predictive.float()
         return (predictive - self._entropy_sum / self.count).clamp(min=0).float()
+
+    def _predictive_entropy(self) -> Tensor:
+        """H[mean_t p_t], [N, ...] in the accumulation dtype."""
+        if torch.is_grad_enabled() and self._prob_sum.requires_grad:
+            return entropy(self._prob_sum / self.count, dim=1)
+        flat = self._prob_sum.view(_flat(self._prob_sum.shape))
+        result = torch.empty_like(self._entropy_sum)
+        flat_result = result.view(flat.shape[0], flat.shape[2])
+        tiny = torch.finfo(flat.dtype).tiny
+        for chunk, (mean, terms) in self._chunks():
+            torch.div(flat[chunk], self.count, out=mean)
+            # -p log p with 0 log 0 = 0 (p = 0 meets log(tiny)); cheaper than xlogy on a CPU
+            torch.clamp(mean, min=tiny, out=terms).log_().mul_(mean)
+            torch.sum(terms, dim=1, out=flat_result[chunk[0], chunk[2]]).neg_()
+        return result
+
+    def _check_not_empty(self) -> None:
+        if self._prob_sum is None:
+            raise RuntimeError("MemberAverage is empty: add at least one prediction")
+
+
+def _flat(shape: torch.Size) -> tuple[int, int, int]:
+    """[N, C, ...] as [N, C, P], P the number of pixels (also for empty batches)."""
+    return (shape[0], shape[1], math.prod(shape[2:]))
 
 
 def _check_members(probs: Tensor) -> None:
@@ -112,3 +208,22 @@ def _check_members(probs: Tensor) -> None:
         raise ValueError(
             f"expected member probabilities [T, N, C, ...], got shape {tuple(probs.shape)}"
         )
+
+
+def _softmax_and_entropy(logits: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(softmax, its entropy) along dim 1 of logits [N, C, ...]: [N, C, ...] and [N, ...].
+
+    With ``out`` (a tensor of the logits' shape and dtype) it works in place: ``logits`` is
+    overwritten and the probabilities are written into ``out``. Without, it is out of place
+    and differentiable.
+    """
+    in_place = out is not None
+    top = logits.amax(dim=1, keepdim=True)
+    # Clamped so that a class of logit -inf adds 0 * (-1e4) = 0, not 0 * (-inf) = NaN.
+    shifted = logits.sub_(top).clamp_(min=-1e4) if in_place else (logits - top).clamp(min=-1e4)
+    exp = torch.exp(shifted, out=out) if in_place else shifted.exp()
+    total = exp.sum(dim=1, keepdim=True)
+    weighted = (shifted.mul_(exp) if in_place else shifted * exp).sum(dim=1)
+    member_entropy = total[:, 0].log() - weighted / total[:, 0]
+    probs = exp.mul_(total.reciprocal()) if in_place else exp / total
+    return probs, member_entropy

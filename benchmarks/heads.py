@@ -2,6 +2,10 @@
 
     python benchmarks/heads.py                       # 128x256, batch 8, DeepLabv3+ ResNet-18
     python benchmarks/heads.py --height 512 --width 1024 --batch 1
+    python benchmarks/heads.py --heads mc_dropout mc_dropout@resolution=features
+
+A head is a config name in conf/head/, optionally with overrides of its values after an ``@``:
+``NAME@KEY=VALUE[,KEY=VALUE...]`` builds ``head=NAME head.NAME.KEY=VALUE ...``.
 
 Each head config in conf/head/ is built with its defaults (ensembles from two random members
 saved to a temporary folder), fitted on a few synthetic training batches where it needs fitting,
@@ -30,15 +34,17 @@ from fsbench.models import Segmenter, save_segmenter
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def _head_configs(names: list[str] | None, members: list[str]) -> dict:
+def _head_configs(labels: list[str] | None, members: list[str]) -> dict:
     options = sorted(path.stem for path in (CONF / "head").glob("*.yaml"))
     heads = {}
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        for name in names or options:
+        for label in labels or options:
+            name, _, variant = label.partition("@")
             overrides = [f"head={name}"]
+            overrides += [f"head.{name}.{value}" for value in variant.split(",") if value]
             if name == "ensemble":
                 overrides.append(f"head.ensemble.checkpoints=[{','.join(members)}]")
-            heads[name] = instantiate(compose("evaluate", overrides=overrides).head[name])
+            heads[label] = instantiate(compose("evaluate", overrides=overrides).head[name])
     return heads
 
 
@@ -57,7 +63,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--heads", nargs="*", help="head config names (default: all)")
+    parser.add_argument(
+        "--heads", nargs="*", help="head config names, NAME@KEY=VALUE,... (default: all)"
+    )
     args = parser.parse_args()
 
     torch.manual_seed(0)
