@@ -31,7 +31,8 @@ timeout $(( ${BUDGET:-570} - SECONDS )) $PY benchmarks/overhead.py --device cuda
   --output-stride 8 --sizes 1024x2048 --batch 2 --batches 6 --repeats 2 --rounds 2 \
   --eval-heads max_softmax entropy max_logit energy sml mc_dropout gaussian knn knn@fp16 flow \
     void_classifier outlier_exposure \
-  --multi-heads mc_dropout@T8 mc_dropout@T32 gaussian knn knn@fp16 knn@bf16 flow \
+  --multi-heads mc_dropout@T8 mc_dropout@T8-features mc_dropout@T32 gaussian knn knn@fp16 \
+    knn@bf16 flow \
   --precision 32-true bf16-mixed 16-mixed --compile --json "$OUT/overhead_r101_1024x2048.json" \
   2>&1 | grep -v -i warn
 
