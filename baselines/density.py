@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from fsbench.heads import AnomalyHead, device_of, resize_score
 from fsbench.models import SegOutput
+from fsbench.models.protocol import check_segmenter
 
 __all__ = [
     "AffineCoupling",
@@ -614,6 +615,7 @@ def _training_pixels(
     Pixels labelled ``ignore_index`` are dropped in every case. Run it under the caller's grad
     mode (inference mode for a fit).
     """
+    check_segmenter(segmenter, f"fitting the {desc}", needs=("forward", "extract_features"))
     device = device_of(segmenter)
     for batch in tqdm(loader, desc=desc, disable=None):
         images = batch["image"].to(device)

@@ -23,6 +23,7 @@ from baselines.sampling import (
     predictive_entropy,
 )
 from fsbench.heads import AnomalyHead, AnomalyPrediction, resize_score
+from fsbench.models.protocol import check_segmenter
 
 # The helpers on stacked member probabilities [T, N, C, ...] live in baselines.sampling (shared
 # with baselines.ensemble); they are re-exported here for convenience.
@@ -62,7 +63,8 @@ class MCDropout(AnomalyHead):
     cache-sized chunks on a single-threaded CPU).
 
     ``resolution="features"`` is the cheaper approximation: the samples p_t =
-    softmax(classifier(dropout(features, p))) stay at feature resolution [N, C, h, w] and the
+    softmax(classify(dropout(features, p), (h, w))), the classifier without the upsampling,
+    stay at feature resolution [N, C, h, w] and the
     finished score is resized bilinearly to [N, H, W]. It is not the same score: on a class
     boundary the image-resolution logits pass through a mixed, uncertain distribution between
     two confident feature pixels, while the resized score only interpolates the two confident
@@ -137,6 +139,7 @@ class MCDropout(AnomalyHead):
 
         The logits are the deterministic ones of the segmenter.
         """
+        check_segmenter(segmenter, "MCDropout", needs=("extract_features", "classify"))
         rate = self.resolve_dropout(segmenter)
         size = tuple(images.shape[-2:])
         features = segmenter.extract_features(images)
@@ -146,7 +149,7 @@ class MCDropout(AnomalyHead):
             if self.resolution == "image":
                 samples.add(segmenter.classify(dropped, size))  # [N, C, H, W]
             else:
-                samples.add(segmenter.classifier(dropped))  # [N, C, h, w]
+                samples.add(segmenter.classify(dropped, dropped.shape[-2:]))  # [N, C, h, w]
             del dropped  # freed before the next mask is drawn
         score = resize_score(samples.score(self.score_kind), size)  # float32 [N, H, W]
         del samples

@@ -127,6 +127,8 @@ class Segmenter(nn.Module):
     def classify(self, features: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
         """Class logits [N, C, *size] from decoder features: dropout, 1x1 conv, bilinear resize."""
         logits = self.classifier(self.dropout(features))
+        if tuple(logits.shape[-2:]) == tuple(size):
+            return logits  # e.g. MC dropout at feature resolution
         return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
     def forward(self, images: Tensor) -> SegOutput:
