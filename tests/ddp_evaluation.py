@@ -32,14 +32,17 @@ FRAMES, INLIER_FRAMES, BATCH = (
 class StoredScores(Dataset):
     """Frame i: a seeded score map and a second logit plane as the image, and its labels."""
 
-    def __init__(self, length: int, key: str, height: int = 24, width: int = 40) -> None:
+    def __init__(
+        self, length: int, key: str, height: int = 24, width: int = 40, prefix: str = ""
+    ) -> None:
         self.length, self.key, self.height, self.width = length, key, height, width
+        self.prefix = prefix or key
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([7, index, len(self.key)])
+        rng = np.random.default_rng([7, index, len(self.prefix)])
         shape = (self.height, self.width)
         score = rng.normal(size=shape).astype(np.float32)
         second = rng.normal(size=shape).astype(np.float32)
@@ -51,7 +54,7 @@ class StoredScores(Dataset):
         return {
             "image": torch.from_numpy(np.stack([score, second, score])),
             self.key: labels.long() if self.key == "label" else labels,
-            "name": f"{self.key}_{index:03d}",
+            "name": f"{self.prefix}_{index:03d}",
         }
 
 
@@ -105,15 +108,20 @@ def _digest(state: Tensor) -> dict:
 def main(devices: int, out: str) -> None:
     data = SegmentationDataModule(
         val=StoredScores(INLIER_FRAMES, "label"),
-        anomaly={"anomaly": StoredScores(FRAMES, "anomaly")},
+        # "single": one frame, so the second process scores none of that set (its per-image
+        # lists stay empty, and must still gather beside the first process's)
+        anomaly={
+            "anomaly": StoredScores(FRAMES, "anomaly"),
+            "single": StoredScores(1, "anomaly", prefix="single"),
+        },
         eval_batch_size=BATCH,
     )
     loaders = [*data.anomaly_dataloaders().values(), data.inlier_dataloader()]
     module = RecordingEvaluation(
         PassThrough(),
         {"stored": StoredScore()},
-        dataset_names=["anomaly", "inlier"],
-        anomaly_datasets=["anomaly"],
+        dataset_names=["anomaly", "single", "inlier"],
+        anomaly_datasets=["anomaly", "single"],
         inlier_dataset="inlier",
         per_image=True,
     )

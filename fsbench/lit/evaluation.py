@@ -178,11 +178,7 @@ class AnomalyEvaluation(L.LightningModule):
             self.curves[head] = {}
             for dataset in self.anomaly_datasets:
                 metric = self.anomaly_metrics[head][dataset]
-                # One sync (a no-op in one process) serves both: curves() alone reads only this
-                # process's histogram, and compute() would gather the states a second time.
-                with metric.sync_context():
-                    values = type(metric).compute(metric)
-                    curves = metric.curves()
+                values, curves = metric.compute_with_curves()  # one sync serves both
                 total = values["n_anomaly"] + values["n_inlier"]
                 values["anomaly_fraction"] = values["n_anomaly"] / total
                 if "per_image" in values:
@@ -200,15 +196,6 @@ class AnomalyEvaluation(L.LightningModule):
         self.image_names = {
             ds: [name for names in gathered for name in names[ds]] for ds in self.anomaly_datasets
         }
-        # A process without frames of a dataset holds an empty per-image list, which torchmetrics
-        # would gather as float32 beside the others' float64: give it an empty float64 entry.
-        for head in self.heads:
-            for ds in self.anomaly_datasets:
-                metric = self.anomaly_metrics[head][ds]
-                for state in ("image_ap", "image_anomaly_fraction"):
-                    values = getattr(metric, state, None)
-                    if isinstance(values, list) and not values:
-                        values.append(torch.empty(0, dtype=torch.float64, device=metric.device))
 
     def _name_images(self, dataset: str, per_image: dict[str, list[float]]) -> list[dict]:
         names = self.image_names[dataset]

@@ -612,8 +612,36 @@ class AnomalyMetrics(torchmetrics.Metric):
             }
         return result
 
+    def sync(self, *args: Any, **kwargs: Any) -> None:
+        """torchmetrics' state synchronisation, safe for a process that saw no frame.
+
+        Such a process holds empty per-image lists, which torchmetrics would gather as float32
+        beside the other processes' float64 (and gloo aborts on the size mismatch): they get an
+        empty float64 entry first.
+        """
+        if self.per_image:
+            for state in ("image_ap", "image_anomaly_fraction"):
+                values = getattr(self, state)
+                if isinstance(values, list) and not values:
+                    values.append(torch.empty(0, dtype=torch.float64, device=self.counts.device))
+        super().sync(*args, **kwargs)
+
+    def compute_with_curves(self, max_points: int = 1000) -> tuple[dict[str, Any], dict]:
+        """``(compute(), curves(max_points))`` from one synchronisation of the states.
+
+        Under DDP :meth:`compute` gathers the 64 MiB histogram from every process and
+        :meth:`curves` alone reads only this process's; here both read one gathered copy (in a
+        single process the sync is a no-op).
+        """
+        with self.sync_context():
+            # the unwrapped compute: torchmetrics' wrapper would synchronise a second time
+            return type(self).compute(self), self.curves(max_points)
+
     def curves(self, max_points: int = 1000) -> dict[str, list[float]]:
-        """ROC and PR curves (see :func:`downsample_curves`); thresholds are bin lower edges."""
+        """ROC and PR curves (see :func:`downsample_curves`); thresholds are bin lower edges.
+
+        Of this process's states unless they are synchronised (:meth:`compute_with_curves`).
+        """
         tps, fps, bins = self._cumulative_counts()
         if tps.numel() == 0 or tps[-1] == 0 or fps[-1] == 0:
             raise ValueError("curves need both anomaly and inlier pixels; update with more data")
