@@ -16,9 +16,6 @@ PROTOCOL_DESCRIPTION = (
     "AP as in scikit-learn (step sum), "
     "FPR at the first threshold with TPR >= 0.95"
 )
-# A histogram error bound above this is reported beside the table (the values are shown in %
-# with two decimals, i.e. to 1e-4); the same limit as AnomalyMetrics' BinningWarning.
-BINNING_NOTE_ABOVE = 1e-4
 
 
 def _percent(value: float | None) -> str:
@@ -68,6 +65,10 @@ def binning_notes(results: dict[str, dict[str, Any]]) -> list[str]:
     interval that holds the exact (sorted) value of each metric (see
     :func:`fsbench.metrics.anomaly.binning_bounds`). Results without it (older files) are skipped.
     """
+    # AnomalyMetrics' own limit (values are shown in % with two decimals, i.e. to 1e-4); imported
+    # here, not at the top, so that fsbench-report's leaderboard does not load torch.
+    from fsbench.metrics.anomaly import BINNING_WARN_ABOVE
+
     found = []
     for head, entry in results.items():
         for name, values in entry["datasets"].items():
@@ -75,7 +76,7 @@ def binning_notes(results: dict[str, dict[str, Any]]) -> list[str]:
             parts = []
             for key, label in (("ap", "AP"), ("fpr95", "FPR95"), ("auroc", "AUROC")):
                 bound = binning.get(f"{key}_error_bound")
-                if bound is not None and bound > BINNING_NOTE_ABOVE:
+                if bound is not None and bound > BINNING_WARN_ABOVE:
                     low, high = binning[f"{key}_interval"]
                     parts.append(f"{label} in [{_percent(low)}, {_percent(high)}]")
             if parts:

@@ -310,9 +310,13 @@ class _Accumulators:
         self.explain = explain
         self.pooled = AnomalyMetrics(bin_bits=bin_bits) if "fishyscapes" in wants else None
         self.with_anomaly = AnomalyMetrics(bin_bits=bin_bits) if explain else None
-        self.smiyc = SmiycPixelCurve(commit=smiyc_commit) if protocol == "smiyc" else None
-        # --explain shows the binned curve of every toolkit commit side by side
+        # --explain shows the binned curve of every toolkit commit side by side; the protocol's
+        # own curve is then one of them
         self.binned = {c: SmiycPixelCurve(commit=c) for c in SMIYC_COMMITS} if explain else {}
+        self.smiyc = None
+        if protocol == "smiyc":
+            self.smiyc = self.binned.get(smiyc_commit) or SmiycPixelCurve(commit=smiyc_commit)
+        self._curves = list(self.binned.values()) or ([self.smiyc] if self.smiyc else [])
         self.per_image = PerImageMetrics() if "per_image" in wants else None
         self.anomaly_free: list[str] = []
 
@@ -324,9 +328,7 @@ class _Accumulators:
             self.anomaly_free.append(name)
         elif self.with_anomaly is not None:
             self.with_anomaly.update(score_t, label_t)
-        if self.smiyc is not None:
-            self.smiyc.update(score, label)
-        for curve in self.binned.values():
+        for curve in self._curves:
             curve.update(score, label)
         if self.per_image is not None:
             self.per_image.update(name, score_t, label_t)

@@ -21,6 +21,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def resize_logits(
+    logits: Tensor, size: tuple[int, int] | torch.Size, align_corners: bool = False
+) -> Tensor:
+    """Logits [N, C, *size]: resized bilinearly, or returned as they are if they already fit."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits  # e.g. MC dropout at feature resolution
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
+
+
 @dataclass
 class SegOutput:
     """What a segmenter returns.
@@ -126,10 +135,7 @@ class Segmenter(nn.Module):
 
     def classify(self, features: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
         """Class logits [N, C, *size] from decoder features: dropout, 1x1 conv, bilinear resize."""
-        logits = self.classifier(self.dropout(features))
-        if tuple(logits.shape[-2:]) == tuple(size):
-            return logits  # e.g. MC dropout at feature resolution
-        return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+        return resize_logits(self.classifier(self.dropout(features)), size)
 
     def forward(self, images: Tensor) -> SegOutput:
         features = self.extract_features(images)

@@ -7,10 +7,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsbench.models.segmenter import IMAGENET_MEAN, IMAGENET_STD, SegOutput
+from fsbench.models.segmenter import IMAGENET_MEAN, IMAGENET_STD, SegOutput, resize_logits
 
 
 class _FeaturesCaptured(Exception):
@@ -211,13 +210,6 @@ class WrappedSegmenter(nn.Module):
             )
         return logits
 
-    def _resize(self, logits: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
-        if tuple(logits.shape[-2:]) == tuple(size):
-            return logits
-        return F.interpolate(
-            logits, size=tuple(size), mode="bilinear", align_corners=self.align_corners
-        )
-
     def extract_features(self, images: Tensor) -> Tensor:
         """The features [N, D, h, w] of images float [N, 3, H, W] in [0, 1].
 
@@ -240,12 +232,12 @@ class WrappedSegmenter(nn.Module):
                 f"WrappedSegmenter classifier={self.classifier_name!r} maps the features to "
                 f"{tuple(logits.shape)}, not [N, num_classes={self.num_classes}, h, w]"
             )
-        return self._resize(logits, size)
+        return resize_logits(logits, size, self.align_corners)
 
     def forward(self, images: Tensor) -> SegOutput:
         output, features = self._run(images, stop_at_features=False)
         size = images.shape[-2:]
-        logits = self._resize(self._logits_of(output), size)
+        logits = resize_logits(self._logits_of(output), size, self.align_corners)
         if not self._classify_checked and not self.training:
             self._check_classify(features, logits)
         return SegOutput(logits=logits, features=features)
