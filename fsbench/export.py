@@ -205,15 +205,19 @@ def export(
     onnx_path: str | Path | None = None,
     conf_dir: str | Path = CONF_DIR,
     tolerance: float = TOLERANCE,
+    family: str | None = None,
 ) -> dict[str, Any]:
     """Trace, check parity, and write the TorchScript file (and ONNX); return its metadata."""
     if height < 1 or width < 1:
         raise SubmissionError(f"--height and --width must be >= 1, got {height} x {width}")
-    segmenter, built, name = load_model(checkpoint, head, head_state, overrides, conf_dir)
+    segmenter, built, name = load_model(
+        checkpoint, head, head_state, overrides, conf_dir, family=family
+    )
     exported, example = trace(segmenter, built, height, width)
     difference = check_parity(exported, segmenter, built, example, tolerance)
     metadata = {
         "checkpoint": str(checkpoint),
+        "model": family,  # a published network's family, None for a train.py checkpoint
         "head": name,
         "head_class": f"{type(built).__module__}.{type(built).__qualname__}",
         "height": height,
@@ -254,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.width,
             args.onnx,
             args.conf_dir,
+            family=args.model,
         )
     except (SubmissionError, FileNotFoundError, ValueError) as error:
         raise SystemExit(f"fsbench-export: error: {error}") from error

@@ -77,7 +77,9 @@ def apply_fast_paths(
     dtype = autocast_dtype(autocast)
     targets = segmenters_in(segmenter, *extra)
     if not isinstance(segmenter, Segmenter):
-        if dtype is not None:
+        if dtype is not None and hasattr(segmenter, "autocast_dtype"):
+            segmenter.autocast_dtype = dtype  # a rebuilt published network (its decode only)
+        elif dtype is not None:
             raise TypeError(
                 f"fast.autocast needs an fsbench.models.Segmenter, got {type(segmenter).__name__};"
                 " run your network under torch.autocast yourself and return float32 logits, or "

@@ -244,6 +244,54 @@ def _evaluation_precision(autocast: str | None) -> str:
     return EVALUATION_PRECISION if autocast_dtype(autocast) is None else str(autocast)
 
 
+def _untrained_model(target: str) -> bool:
+    return target in ("fsbench.models.Segmenter", "fsbench.models.segmenter.Segmenter")
+
+
+def evaluation_segmenter(cfg: DictConfig) -> tuple[torch.nn.Module, str, Path | None]:
+    """The network evaluate.py scores with: ``(segmenter, what it is, train.py checkpoint)``.
+
+    Either a ``train.py`` checkpoint (``checkpoint=PATH``, or the newest with ``latest``) or a
+    model config (``model=<published family> model.checkpoint=FILE``, ``model=wrapped ...``).
+    The third item is the train.py checkpoint (training-time heads are restored from it), or
+    ``None`` for a model config.
+    """
+    model = cfg.get("model")
+    if model is None:
+        if cfg.checkpoint in (None, "latest"):
+            checkpoint = find_latest_checkpoint(cfg.paths.outputs, cfg.paths.multirun)
+        else:
+            checkpoint = Path(cfg.checkpoint)
+        return load_segmenter(checkpoint), str(checkpoint), checkpoint
+    if cfg.checkpoint not in (None, "latest"):
+        raise ValueError(
+            f"evaluate.py got both checkpoint={cfg.checkpoint} (a train.py checkpoint) and a "
+            "model config; pass one: checkpoint=PATH, or model=<family> model.checkpoint=FILE "
+            "for a published network (docs/reproduce.md)"
+        )
+    target = str(model.get("_target_", ""))
+    if _untrained_model(target):
+        raise ValueError(
+            "this model config builds an untrained fsbench Segmenter; evaluate.py scores a "
+            "trained network: checkpoint=PATH (a train.py checkpoint), or a published one, "
+            "model=<family> model.checkpoint=FILE with family one of "
+            f"{', '.join(published_families())} (docs/reproduce.md)"
+        )
+    try:
+        segmenter = hydra.utils.instantiate(model)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, INPUT_ERRORS):  # the loader's own message, unwrapped
+            raise error.__cause__ from None
+        raise
+    return segmenter, str(model.get("checkpoint") or target), None
+
+
+def published_families() -> list[str]:
+    from fsbench.models.published import FAMILIES
+
+    return list(FAMILIES)
+
+
 def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Evaluate the selected heads on every anomaly set of the data config; write the results.
 
@@ -257,12 +305,8 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     _announce_evaluation_precision(cfg)
     tidy_library_output()
     L.seed_everything(cfg.seed, workers=True)
-    if cfg.checkpoint in (None, "latest"):
-        checkpoint = find_latest_checkpoint(cfg.paths.outputs, cfg.paths.multirun)
-    else:
-        checkpoint = Path(cfg.checkpoint)
-    print(f"checkpoint: {checkpoint}")
-    segmenter = load_segmenter(checkpoint)
+    segmenter, source, checkpoint = evaluation_segmenter(cfg)
+    print(f"checkpoint: {source}")
     heads = _selected_heads(cfg)
     fast = cfg.get("fast") or {}
     apply_fast_paths(
@@ -279,6 +323,14 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         head.attach(segmenter)
         head.to(device)
         if head.trained_with_segmenter:
+            if checkpoint is None:
+                raise ValueError(
+                    f"head {name} is trained with the segmenter by train.py, and model="
+                    f"{cfg.model.get('family', 'the model config')} has no such head. Train it "
+                    "first (python train.py model=<the model> model.checkpoint=FILE "
+                    "head=<the head> ...) and evaluate that run: checkpoint=<run>/checkpoints/"
+                    "last.ckpt"
+                )
             load_head_state(checkpoint, head)
         if head.requires_fit:
             # Every training image once, in index order, none augmented: under DDP every
@@ -320,7 +372,8 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     per_image = take_per_image(module.results, keep=cfg.per_image)
     payload = {
         "protocol": PROTOCOL,
-        "checkpoint": str(checkpoint),
+        "checkpoint": source,
+        "model": cfg.model.get("family") if cfg.get("model") is not None else None,
         "seconds": round(time.perf_counter() - started, 2),
         "datasets": {name: len(loader.dataset) for name, loader in loaders.items()},
         "results": module.results,

@@ -128,13 +128,20 @@ def load_model(
     overrides: Sequence[str] = (),
     conf_dir: str | Path = CONF_DIR,
     device: str | torch.device = "cpu",
+    family: str | None = None,
 ) -> tuple[nn.Module, AnomalyHead, str]:
     """The segmenter of ``checkpoint`` and a ready head, both in eval mode on ``device``.
 
-    Returns ``(segmenter, head, head_name)``. The head is built from its config (or the
-    checkpoint's training-time head when ``head`` is None), attached, restored from the
-    checkpoint if it is a training-time head, and restored from ``head_state`` if it is fitted.
+    Returns ``(segmenter, head, head_name)``. ``checkpoint`` is a ``train.py`` checkpoint, or,
+    with ``family`` (e.g. ``nvidia_wrn38``), a published network's file
+    (``fsbench.models.published``). The head is built from its config (or the checkpoint's
+    training-time head when ``head`` is None), attached, restored from the checkpoint if it is a
+    training-time head, and restored from ``head_state`` if it is fitted.
     """
+    if family is not None:
+        return _load_published_model(
+            checkpoint, family, head, head_state, overrides, conf_dir, device
+        )
     segmenter = load_segmenter(checkpoint)
     if head is None:
         trained = trained_head_config(checkpoint)
@@ -163,6 +170,52 @@ def load_model(
             )
         restore_fitted_head(built, head_state)
     return segmenter.to(device).eval(), built.to(device).eval(), name
+
+
+def _load_published_model(
+    checkpoint: str | Path,
+    family: str,
+    head: str | None,
+    head_state: str | Path | None,
+    overrides: Sequence[str],
+    conf_dir: str | Path,
+    device: str | torch.device,
+) -> tuple[nn.Module, AnomalyHead, str]:
+    """:func:`load_model` for a published network's file (no training-time head in it)."""
+    from fsbench.models.published import FAMILIES, load_published
+
+    if family not in FAMILIES:
+        raise SubmissionError(
+            f"--model {family!r} is not a published family; one of: {', '.join(FAMILIES)}"
+        )
+    if head is None:
+        raise SubmissionError(
+            f"a published {family} file holds no anomaly head; choose one with --head NAME, one "
+            f"of: {', '.join(available_heads(conf_dir))}"
+        )
+    segmenter = load_published(family, checkpoint)
+    config = head_config(head, conf_dir, overrides)
+    try:
+        built = hydra.utils.instantiate(config)
+    except Exception as error:  # Hydra wraps the constructor's error; show its last line
+        reason = str(error).strip().splitlines()[-1]
+        raise SubmissionError(f"cannot build head {head!r}: {reason}") from error
+    if built.trained_with_segmenter:
+        raise SubmissionError(
+            f"head {head!r} is trained with the segmenter (train.py); a published {family} file "
+            f"has no such head. Train it (python train.py model={family} "
+            "model.checkpoint=FILE head=...) and pass that run's last.ckpt without --model"
+        )
+    built.attach(segmenter)
+    if built.requires_fit:
+        if head_state is None:
+            raise SubmissionError(
+                f"head {head!r} is fitted on the training set; fit it once with `python "
+                f"evaluate.py model={family} model.checkpoint={checkpoint} head={head}` and pass "
+                f"the state it saves with --head-state <run>/heads/{head}.pt"
+            )
+        restore_fitted_head(built, head_state)
+    return segmenter.to(device).eval(), built.to(device).eval(), head
 
 
 def predict_image(
@@ -353,7 +406,17 @@ def _atomic(path: Path, write) -> None:
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The options that choose the checkpoint and the head (shared with fsbench-export)."""
-    p.add_argument("--checkpoint", required=True, help="train.py checkpoint (last.ckpt)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="train.py checkpoint (last.ckpt), or with --model a published network's file",
+    )
+    p.add_argument(
+        "--model",
+        metavar="FAMILY",
+        help="the published network family of --checkpoint (nvidia_wrn38, sml_r101_os8, "
+        "vainf_r101_os16, vainf_r101_os8, vainf_mbv2_os16, mmseg_r101_d8; docs/reproduce.md)",
+    )
     p.add_argument(
         "--head",
         help="head config name (conf/head/NAME.yaml); default: the checkpoint's training-time head",
@@ -393,7 +456,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         segmenter, head, name = load_model(
-            args.checkpoint, args.head, args.head_state, args.set, args.conf_dir, args.device
+            args.checkpoint,
+            args.head,
+            args.head_state,
+            args.set,
+            args.conf_dir,
+            args.device,
+            family=args.model,
         )
         written = submit(
             segmenter,

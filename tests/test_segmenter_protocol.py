@@ -1,7 +1,9 @@
 """Every head config runs on every segmenter family; the protocol and WrappedSegmenter's errors.
 
-The families: fsbench's own ``Segmenter`` (smp DeepLabv3+) and ``WrappedSegmenter`` around
-torchvision's ``deeplabv3_resnet50`` (random weights). Tiny inputs, random images and labels.
+The families: fsbench's own ``Segmenter`` (smp DeepLabv3+), ``WrappedSegmenter`` around
+torchvision's ``deeplabv3_resnet50`` (random weights) and every rebuilt published network
+(``fsbench.models.published``, untrained, at its published widths). Tiny inputs, random images
+and labels.
 """
 
 import re
@@ -26,19 +28,27 @@ from fsbench.models import (
     save_segmenter,
 )
 from fsbench.models.protocol import PROTOCOL_MEMBERS, missing_members
+from fsbench.models.published import FAMILIES as PUBLISHED
+from fsbench.models.published import build_published
 from fsbench.models.segmenter import IMAGENET_MEAN, IMAGENET_STD
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 HEADS = sorted(path.stem for path in (CONF / "head").glob("*.yaml"))
 CLASSES = 5
 N, H, W = 2, 64, 96
+# The published networks run at their full widths (up to 4096 channels): smaller images there.
+PUBLISHED_SIZE = (2, 32, 48)
 
 # Settings that keep the fitted heads fast here (their defaults are sized for Cityscapes).
 CHEAP = {
     "flow": ["head.flow.steps=5", "head.flow.dims=8", "head.flow.layers=2", "head.flow.hidden=8"],
     "knn": ["head.knn.bank_size=500"],
-    "mc_dropout": ["head.mc_dropout.num_samples=2"],
-    "bayesian_deeplab": ["head.bayesian_deeplab.num_samples=2"],
+    # the rate is given: the published networks but mmseg's have no dropout before the classifier
+    "mc_dropout": ["head.mc_dropout.num_samples=2", "head.mc_dropout.dropout=0.1"],
+    "bayesian_deeplab": [
+        "head.bayesian_deeplab.num_samples=2",
+        "head.bayesian_deeplab.dropout=0.1",
+    ],
 }
 
 
@@ -65,7 +75,21 @@ def _wrapped(**kwargs) -> WrappedSegmenter:
     return WrappedSegmenter(_torchvision(), num_classes=CLASSES, dropout=0.1, **kwargs).eval()
 
 
-FAMILIES = {"fsbench_segmenter": _fsbench_segmenter, "torchvision_wrapped": _wrapped}
+def _published(name: str):
+    """A rebuilt published network (fsbench.models.published), untrained, CLASSES classes."""
+
+    def build():
+        torch.manual_seed(0)
+        return build_published(name, num_classes=CLASSES)
+
+    return build
+
+
+FAMILIES = {
+    "fsbench_segmenter": _fsbench_segmenter,
+    "torchvision_wrapped": _wrapped,
+    **{f"published_{name}": _published(name) for name in PUBLISHED},
+}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -73,17 +97,22 @@ def family(request):
     return request.param, FAMILIES[request.param]().eval()
 
 
-def _images(seed: int) -> torch.Tensor:
-    return torch.rand(N, 3, H, W, generator=torch.Generator().manual_seed(seed))
+def _size(family_name: str) -> tuple[int, int, int]:
+    return PUBLISHED_SIZE if family_name.startswith("published_") else (N, H, W)
 
 
-def _loader() -> list[dict]:
+def _images(seed: int, size: tuple[int, int, int] = (N, H, W)) -> torch.Tensor:
+    n, h, w = size
+    return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def _loader(size: tuple[int, int, int] = (N, H, W)) -> list[dict]:
     generator = torch.Generator().manual_seed(1)
     batches = []
     for index in range(2):
-        labels = torch.randint(CLASSES, (N, H, W), generator=generator)
+        labels = torch.randint(CLASSES, size, generator=generator)
         labels[:, :4] = 255  # some ignored pixels
-        batches.append({"image": _images(10 + index), "label": labels, "name": ["a", "b"]})
+        batches.append({"image": _images(10 + index, size), "label": labels, "name": ["a", "b"]})
     return batches
 
 
@@ -108,44 +137,46 @@ def _head(name: str, member_checkpoint: Path) -> AnomalyHead:
 @pytest.mark.parametrize("name", HEADS)
 def test_every_head_config_runs_on_every_segmenter_family(name, family, member_checkpoint):
     family_name, segmenter = family
+    size = _size(family_name)
     head = _head(name, member_checkpoint)
     # As evaluate.py: attach, restore or fit, score. The training-time heads (void_classifier,
     # outlier_exposure) score with their freshly attached layers; a checkpoint would restore them.
     head.attach(segmenter)
     if head.requires_fit:
-        head.fit(segmenter, _loader())
-    images = _images(0)
+        head.fit(segmenter, _loader(size))
+    images = _images(0, size)
     with torch.inference_mode():
         prediction = head.eval()(segmenter, images)
-    assert prediction.score.shape == (N, H, W), (name, family_name)
+    assert prediction.score.shape == size, (name, family_name)
     assert prediction.score.dtype == torch.float32
     assert torch.isfinite(prediction.score).all(), (name, family_name)
-    assert prediction.logits.shape == (N, CLASSES, H, W)
+    assert prediction.logits.shape == (size[0], CLASSES, *size[1:])
     if head.trained_with_segmenter:  # and their training loss runs on the family's output
-        batch = {**_loader()[0], "outlier": torch.zeros(N, H, W, dtype=torch.bool)}
-        batch["outlier"][:, 20:30, 40:50] = True
+        batch = {**_loader(size)[0], "outlier": torch.zeros(size, dtype=torch.bool)}
+        batch["outlier"][:, 10:20, 20:30] = True
         with torch.no_grad():
             loss = head.training_loss(segmenter(batch["image"]), batch)
         assert torch.isfinite(loss)
 
 
-def test_both_families_satisfy_the_protocol(family):
-    _, segmenter = family
+def test_every_family_satisfies_the_protocol(family):
+    family_name, segmenter = family
+    n, h, w = _size(family_name)
     assert isinstance(segmenter, SegmenterProtocol)
     assert missing_members(segmenter) == []
     check_segmenter(segmenter, "test")
-    images = _images(3)
+    images = _images(3, (n, h, w))
     with torch.no_grad():
         out = segmenter(images)
         features = segmenter.extract_features(images)
         again = segmenter.classify(features, images.shape[-2:])
     assert isinstance(out, SegOutput)
-    assert out.logits.shape == (N, segmenter.num_classes, H, W)
+    assert out.logits.shape == (n, segmenter.num_classes, h, w)
     assert features.shape[1] == segmenter.feature_channels == out.features.shape[1]
     torch.testing.assert_close(features, out.features)
     torch.testing.assert_close(again, out.logits)
     at_features = segmenter.classify(features, features.shape[-2:])
-    assert at_features.shape == (N, CLASSES, *features.shape[-2:])
+    assert at_features.shape == (n, CLASSES, *features.shape[-2:])
 
 
 def test_wrapped_logits_and_features_are_torchvisions_own():
