@@ -2,6 +2,7 @@
 
     python benchmarks/overhead.py                                   # CPU, 128x256 and 512x1024
     python benchmarks/overhead.py --device cuda --encoder resnet101 --sizes 1024x2048 --batch 2
+    python benchmarks/overhead.py --model sml_r101_os8 --sections eval --eval-heads max_softmax
 
 Sections (``--sections``, all by default), each a table of ratios:
 
@@ -16,6 +17,10 @@ Sections (``--sections``, all by default), each a table of ratios:
   applies to both). Goal: ratio >= 0.95.
 * ``fast``: the fast paths of :mod:`fsbench.fast` (channels_last, bf16 autocast, and with
   ``--compile`` torch.compile) vs the plain float32 forward, plus training with AMP.
+
+``--model FAMILY`` measures a rebuilt published network (``fsbench.models.published``, untrained
+weights at the published shapes) instead of fsbench's Segmenter: its ``eval`` rows compare the
+evaluation with the bare rebuilt module's forward. Goal there: ratio >= 0.98.
 
 Steady-state rates: the Lightning runs are timed from the start of their third batch to the end
 of their last one by a callback (the one-off start-up of ``Trainer.test``/``fit`` is printed
@@ -413,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument(
+        "--model", help="a published network family instead of the Segmenter, e.g. sml_r101_os8"
+    )
     parser.add_argument("--output-stride", type=int, default=16)
     parser.add_argument("--sizes", nargs="+", default=["128x256", "512x1024"])
     parser.add_argument("--batch", type=int, default=4)
@@ -452,15 +460,20 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    def make_segmenter() -> Segmenter:
+    def make_segmenter() -> torch.nn.Module:
         torch.manual_seed(0)
+        if args.model:
+            from fsbench.models.published import build_published
+
+            return build_published(args.model).to(device)
         return Segmenter(
             args.encoder, num_classes=19, output_stride=args.output_stride, dropout=0.1
         ).to(device)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    network = args.model or f"{args.encoder} OS{args.output_stride}"
     print(
-        f"# {args.encoder} OS{args.output_stride}, batch {args.batch}, {name}, "
+        f"# {network}, batch {args.batch}, {name}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}",
         flush=True,
     )

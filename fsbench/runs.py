@@ -150,7 +150,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
                 "Post-hoc heads are chosen at evaluation: python evaluate.py head=..."
             )
     datamodule = hydra.utils.instantiate(cfg.data)
-    segmenter = hydra.utils.instantiate(cfg.model)
+    # train mode: a published network's loader hands it over in eval mode
+    segmenter = hydra.utils.instantiate(cfg.model).train()
     if cfg.get("init_from"):
         initialise_from(segmenter, cfg.init_from)
         print(f"segmenter weights initialised from {cfg.init_from}")
@@ -283,7 +284,11 @@ def evaluation_segmenter(cfg: DictConfig) -> tuple[torch.nn.Module, str, Path | 
         if isinstance(error.__cause__, INPUT_ERRORS):  # the loader's own message, unwrapped
             raise error.__cause__ from None
         raise
-    return segmenter, str(model.get("checkpoint") or target), None
+    if model.get("checkpoint"):
+        return segmenter, str(model.checkpoint), None
+    inner = model.get("module")  # model=wrapped: name the network it wraps
+    inner = inner.get("_target_") if isinstance(inner, DictConfig) else None
+    return segmenter, f"{target} of {inner}" if inner else target, None
 
 
 def published_families() -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from published_files import published_state, write_published_file
 
 from fsbench.models import load_segmenter, save_segmenter
@@ -123,3 +124,50 @@ def test_other_class_counts_build_and_are_refused_for_a_19_class_file(published_
     assert build_published(FAMILY, num_classes=7).num_classes == 7
     with pytest.raises(PublishedCheckpointError, match="model.num_classes"):
         load_published(FAMILY, published_file, num_classes=7)
+
+
+# ------------------------------------------------------------------ submit and export: --model
+def _input_folder(root: Path) -> Path:
+    from submission_helpers import anomaly_scenes, write_png
+
+    scenes = anomaly_scenes(2)
+    for index in range(len(scenes)):
+        write_png(root / "input" / f"000{index}_synthetic.png", scenes[index]["image"])
+    return root / "input"
+
+
+def test_submit_writes_a_published_networks_scores(published_file, tmp_path):
+    from fsbench.submit import main
+
+    folder = _input_folder(tmp_path)
+    args = ["--checkpoint", str(published_file), "--model", FAMILY, "--head", "entropy"]
+    assert main([*args, "--input", str(folder), "--output", str(tmp_path / "out")]) == 0
+    score = np.load(tmp_path / "out" / "0000_anomaly.npy")
+    segmentation = np.load(tmp_path / "out" / "0000_segmentation.npy")
+    image = torch.from_numpy(np.array(Image.open(folder / "0000_synthetic.png")))
+    network = load_published(FAMILY, published_file)
+    with torch.no_grad():
+        logits = network(image.permute(2, 0, 1)[None].float() / 255).logits
+    probabilities = logits.softmax(1)
+    entropy = -(probabilities * probabilities.clamp_min(1e-30).log()).sum(1)[0]
+    np.testing.assert_allclose(score, entropy.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.array_equal(segmentation, logits.argmax(1)[0].numpy())
+
+
+def test_submit_without_a_head_for_a_published_file_lists_the_heads(published_file, tmp_path):
+    from fsbench.submit import main
+
+    folder = _input_folder(tmp_path)
+    with pytest.raises(SystemExit, match="holds no anomaly head; choose one with --head"):
+        main(["--checkpoint", str(published_file), "--model", FAMILY, "--input", str(folder),
+              "--output", str(tmp_path / "out")])  # fmt: skip
+
+
+def test_export_traces_a_published_network(published_file, tmp_path):
+    from fsbench.export import export
+
+    metadata = export(
+        published_file, tmp_path / "model.pt", "max_logit", height=48, width=64, family=FAMILY
+    )
+    assert metadata["model"] == FAMILY
+    assert metadata["parity_max_abs_difference"] <= 1e-4

@@ -10,51 +10,38 @@ published file's layout (``{"state_dict": {"module." + key: tensor}, "epoch", "m
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
+import published_files as shared
 import pytest
 import torch
+from seeded_weights import seeded_images
 
 import fsbench.models.published as published
-from fsbench.models.published import PublishedCheckpointError, load_published
-
-GOLDEN = Path(__file__).resolve().parent / "golden"
-sys.path.insert(0, str(GOLDEN))
-from seeded_weights import grid_sample_of, seeded_images, seeded_state  # noqa: E402
+from fsbench.models.published import load_published
 
 FAMILY = "sml_r101_os8"
-DOCUMENT = json.loads((GOLDEN / f"published_{FAMILY}_keys.json").read_text())
+DOCUMENT = shared.recorded_keys(FAMILY)
 KEYS = DOCUMENT["keys"]
 PREFIX = DOCUMENT["prefix"]
 
 
 def _save(path: Path, weights: dict[str, torch.Tensor], **extra) -> Path:
     """``weights`` (unprefixed keys) in the published layout."""
-    state = {PREFIX + key: value for key, value in weights.items()}
-    torch.save({"state_dict": state, "epoch": 1, "mean_iu": np.float64(0.8), **extra}, path)
-    return path
-
-
-def _unprefixed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {key.removeprefix(PREFIX): value for key, value in state.items()}
+    return shared.save_state(FAMILY, path, weights, epoch=1, mean_iu=np.float64(0.8), **extra)
 
 
 @pytest.fixture(scope="module")
 def seeded() -> dict[str, torch.Tensor]:
     """The golden weights, unprefixed keys, in the file's order."""
-    return _unprefixed(seeded_state(KEYS))
+    return shared.seeded_state_of(FAMILY)
 
 
 @pytest.fixture(scope="module")
 def cheap() -> dict[str, torch.Tensor]:
     """Stand-ins of the file's tensors (right shapes, one stored value each): fast to save."""
-    return {
-        key.removeprefix(PREFIX): torch.zeros((), dtype=getattr(torch, dtype)).expand(shape)
-        for key, shape, dtype in KEYS
-    }
+    return shared.hollow_state(FAMILY)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +52,7 @@ def network(seeded, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def outputs(network):
-    with torch.no_grad():
-        return [network(image) for image in seeded_images()]
+    return shared.seeded_outputs(network)
 
 
 def test_key_list_is_the_original_networks():
@@ -92,19 +78,7 @@ def test_rebuild_holds_every_tensor_but_the_skipped_ones(seeded):
 
 @pytest.mark.parametrize("index", [0, 1])
 def test_logits_and_features_equal_the_original(outputs, index):
-    with np.load(GOLDEN / f"published_{FAMILY}.npz") as golden:
-        golden = dict(golden)
-    out = outputs[index]
-    logits_std = float(golden[f"logits_std_{index}"])
-    delta = np.abs(grid_sample_of(out.logits).numpy() - golden[f"logits_grid_{index}"]).max()
-    assert delta <= 1e-4 * logits_std, f"max |logits delta| = {delta / logits_std:.3g} x std"
-    agreement = (out.logits.argmax(1).numpy() == golden[f"argmax_{index}"]).mean()
-    assert agreement >= 0.999, f"argmax agrees on {agreement:.4%} of the pixels"
-    assert list(out.features.shape) == golden[f"features_shape_{index}"].tolist()
-    expected = golden[f"features_grid_{index}"]
-    found = out.features[:, ::16, 1::4, 1::4].numpy()
-    scale = expected.std()
-    assert np.abs(found - expected).max() <= 1e-4 * scale
+    shared.check_matches_golden(FAMILY, outputs[index], index)
 
 
 def test_classify_of_extracted_features_is_forward(network, outputs):
@@ -117,47 +91,31 @@ def test_classify_of_extracted_features_is_forward(network, outputs):
     assert network.dropout is None and network.align_corners is True
 
 
-def _refusal(path: Path) -> str:
-    with pytest.raises(PublishedCheckpointError) as caught:
-        load_published(FAMILY, path)
-    message = str(caught.value)
-    assert FAMILY in message
-    return message
-
-
 def test_missing_tensor_is_refused(cheap, tmp_path):
-    weights = dict(cheap)
-    del weights["final1.3.weight"]
-    message = _refusal(_save(tmp_path / "f.pth", weights))
-    assert "missing" in message and "final1.3.weight" in message
+    shared.check_missing_tensor_refused(FAMILY, _save, cheap, "final1.3.weight", tmp_path)
 
 
 def test_unexpected_tensor_is_refused(cheap, tmp_path):
-    weights = {**cheap, "final3.0.weight": torch.zeros(19, 256, 1, 1)}
-    message = _refusal(_save(tmp_path / "f.pth", weights))
-    assert "unexpected" in message and "final3.0.weight" in message
+    extra = torch.zeros(19, 256, 1, 1)
+    shared.check_unexpected_tensor_refused(FAMILY, _save, cheap, "final3.0.weight", extra, tmp_path)
 
 
 def test_wrong_shape_is_refused(cheap, tmp_path):
-    weights = {**cheap, "aspp.features.2.0.weight": torch.zeros(256, 2048, 1, 1)}
-    message = _refusal(_save(tmp_path / "f.pth", weights))
-    assert "shapes differ" in message and "aspp.features.2.0.weight" in message
+    wrong = torch.zeros(256, 2048, 1, 1)
+    shared.check_wrong_shape_refused(
+        FAMILY, _save, cheap, "aspp.features.2.0.weight", wrong, tmp_path
+    )
 
 
 def test_other_class_count_is_refused_with_its_cause(cheap, tmp_path):
     weights = {**cheap, "final2.0.weight": torch.zeros(20, 256, 1, 1)}
     weights["final2.0.bias"] = torch.zeros(20)
-    message = _refusal(_save(tmp_path / "f.pth", weights))
-    assert "num_classes" in message
+    shared.refusal(FAMILY, _save(tmp_path / "f.pth", weights), "num_classes")
 
 
-@pytest.mark.parametrize("layout", ["model_state", "bare"])
+@pytest.mark.parametrize("layout", shared.other_layouts(FAMILY))
 def test_file_of_another_layout_is_refused(cheap, tmp_path, layout):
-    state = {PREFIX + key: value for key, value in cheap.items()}
-    raw = {"model_state": state, "cur_itrs": 1} if layout == "model_state" else state
-    torch.save(raw, tmp_path / "f.pth")
-    message = _refusal(tmp_path / "f.pth")
-    assert "'state_dict'" in message
+    shared.check_other_layout_refused(FAMILY, layout, cheap, tmp_path)
 
 
 def test_skipped_tensors_are_accepted_and_unneeded(seeded, tmp_path):
@@ -174,7 +132,5 @@ def test_skipped_tensors_are_accepted_and_unneeded(seeded, tmp_path):
 
 
 def test_state_without_step_counters_is_accepted(seeded, tmp_path):
-    weights = {k: v for k, v in seeded.items() if not k.endswith("num_batches_tracked")}
-    assert len(weights) < len(seeded)
-    network = load_published(FAMILY, _save(tmp_path / "f.pth", weights))
+    network = shared.check_accepted_without_step_counters(FAMILY, _save, seeded, tmp_path)
     torch.testing.assert_close(network.final2[0].weight, seeded["final2.0.weight"])

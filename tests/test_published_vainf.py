@@ -12,63 +12,56 @@ the strict loader's refusals are checked on cheap stand-in files.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
+import published_files as shared
 import pytest
 import torch
+from seeded_weights import seeded_images
 
 import fsbench.models.published as published
-from fsbench.models.published import PublishedCheckpointError, load_published
+from fsbench.models.published import load_published
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
-sys.path.insert(0, str(GOLDEN))
-from seeded_weights import grid_sample_of, seeded_images, seeded_state  # noqa: E402
-
-DOCUMENTS = {
-    name: json.loads((GOLDEN / f"published_vainf_{name}_keys.json").read_text())
-    for name in ("r101", "mbv2")
-}
 KEYS_OF = {"vainf_r101_os16": "r101", "vainf_r101_os8": "r101", "vainf_mbv2_os16": "mbv2"}
 FAMILIES = list(KEYS_OF)
 MBV2 = "vainf_mbv2_os16"
+# key list -> a family of the key list (both ResNet-101 families have the same file)
+FAMILY_OF = {"r101": "vainf_r101_os16", "mbv2": MBV2}
+DOCUMENTS = {name: shared.recorded_keys(family) for name, family in FAMILY_OF.items()}
 
 
 def _save(path: Path, weights: dict[str, torch.Tensor], **extra) -> Path:
     """``weights`` in the layout of main.py's save_ckpt (SGD with momentum, PolyLR)."""
     first = next(iter(weights.values()))
-    torch.save(
-        {
-            "cur_itrs": 30000,
-            "model_state": weights,
-            "optimizer_state": {
-                "state": {0: {"momentum_buffer": torch.zeros_like(first, device="cpu")}},
-                "param_groups": [
-                    {
-                        "lr": 1e-3,
-                        "momentum": 0.9,
-                        "dampening": 0,
-                        "weight_decay": 1e-4,
-                        "nesterov": False,
-                        "params": [0],
-                    },
-                ],
-            },
-            "scheduler_state": {"last_epoch": 30000, "base_lrs": [0.01, 0.1], "power": 0.9},
-            "best_score": np.float64(0.762),
-            **extra,
-        },
+    return shared.save_state(
+        MBV2,  # every vainf family: "model_state", no prefix
         path,
+        weights,
+        cur_itrs=30000,
+        optimizer_state={
+            "state": {0: {"momentum_buffer": torch.zeros_like(first, device="cpu")}},
+            "param_groups": [
+                {
+                    "lr": 1e-3,
+                    "momentum": 0.9,
+                    "dampening": 0,
+                    "weight_decay": 1e-4,
+                    "nesterov": False,
+                    "params": [0],
+                },
+            ],
+        },
+        scheduler_state={"last_epoch": 30000, "base_lrs": [0.01, 0.1], "power": 0.9},
+        best_score=np.float64(0.762),
+        **extra,
     )
-    return path
 
 
 @pytest.fixture(scope="module")
 def seeded() -> dict[str, dict[str, torch.Tensor]]:
     """The golden weights of each key list, in the file's order."""
-    return {name: seeded_state(document["keys"]) for name, document in DOCUMENTS.items()}
+    return {name: shared.seeded_state_of(family) for name, family in FAMILY_OF.items()}
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +76,7 @@ def files(seeded, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def cheap() -> dict[str, torch.Tensor]:
     """Stand-ins of the MobileNetV2 file's tensors (right shapes, one stored value each)."""
-    return {
-        key: torch.zeros((), dtype=getattr(torch, dtype)).expand(shape)
-        for key, shape, dtype in DOCUMENTS["mbv2"]["keys"]
-    }
+    return shared.hollow_state(MBV2)
 
 
 @pytest.fixture(scope="module")
@@ -145,18 +135,7 @@ def test_dilations_and_rates_follow_the_output_stride(family):
 @pytest.mark.parametrize("index", [0, 1])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_logits_and_features_equal_the_original(loaded, family, index):
-    with np.load(GOLDEN / f"published_{family}.npz") as golden:
-        golden = dict(golden)
-    out = loaded(family)[1][index]
-    logits_std = float(golden[f"logits_std_{index}"])
-    delta = np.abs(grid_sample_of(out.logits).numpy() - golden[f"logits_grid_{index}"]).max()
-    assert delta <= 1e-4 * logits_std, f"max |logits delta| = {delta / logits_std:.3g} x std"
-    agreement = (out.logits.argmax(1).numpy() == golden[f"argmax_{index}"]).mean()
-    assert agreement >= 0.999, f"argmax agrees on {agreement:.4%} of the pixels"
-    assert list(out.features.shape) == golden[f"features_shape_{index}"].tolist()
-    expected = golden[f"features_grid_{index}"]
-    found = out.features[:, ::16, 1::4, 1::4].numpy()
-    assert np.abs(found - expected).max() <= 1e-4 * expected.std()
+    shared.check_matches_golden(family, loaded(family)[1][index], index)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -182,55 +161,37 @@ def test_classify_of_extracted_features_is_forward(loaded):
     assert logits.shape[-2:] == (45, 67)
 
 
-def _refusal(family: str, path: Path) -> str:
-    with pytest.raises(PublishedCheckpointError) as caught:
-        load_published(family, path)
-    message = str(caught.value)
-    assert family in message
-    return message
-
-
 def test_missing_tensor_is_refused(cheap, tmp_path):
-    weights = dict(cheap)
-    del weights["classifier.classifier.3.weight"]
-    message = _refusal(MBV2, _save(tmp_path / "f.pth", weights))
-    assert "missing" in message and "classifier.classifier.3.weight" in message
+    shared.check_missing_tensor_refused(
+        MBV2, _save, cheap, "classifier.classifier.3.weight", tmp_path
+    )
 
 
 def test_unexpected_tensor_is_refused(cheap, tmp_path):
-    weights = {**cheap, "classifier.classifier.4.weight": torch.zeros(19, 256, 1, 1)}
-    message = _refusal(MBV2, _save(tmp_path / "f.pth", weights))
-    assert "unexpected" in message and "classifier.classifier.4.weight" in message
+    key, extra = "classifier.classifier.4.weight", torch.zeros(19, 256, 1, 1)
+    shared.check_unexpected_tensor_refused(MBV2, _save, cheap, key, extra, tmp_path)
 
 
 def test_wrong_shape_is_refused(cheap, tmp_path):
-    weights = {**cheap, "classifier.aspp.convs.1.0.weight": torch.zeros(256, 320, 1, 1)}
-    message = _refusal(MBV2, _save(tmp_path / "f.pth", weights))
-    assert "shapes differ" in message and "classifier.aspp.convs.1.0.weight" in message
+    key, wrong = "classifier.aspp.convs.1.0.weight", torch.zeros(256, 320, 1, 1)
+    shared.check_wrong_shape_refused(MBV2, _save, cheap, key, wrong, tmp_path)
 
 
 def test_other_class_count_is_refused_with_its_cause(cheap, tmp_path):
     """A Pascal VOC file (21 classes) of the same network."""
     weights = {**cheap, "classifier.classifier.3.weight": torch.zeros(21, 256, 1, 1)}
     weights["classifier.classifier.3.bias"] = torch.zeros(21)
-    message = _refusal(MBV2, _save(tmp_path / "f.pth", weights))
-    assert "num_classes" in message
+    shared.refusal(MBV2, _save(tmp_path / "f.pth", weights), "num_classes")
 
 
 def test_file_of_the_other_backbone_is_refused_with_its_family(files):
-    message = _refusal("vainf_r101_os16", files["mbv2"])
-    assert "use model=vainf_mbv2_os16" in message
-    message = _refusal(MBV2, files["r101"])
-    assert "vainf_r101_os" in message
+    shared.refusal("vainf_r101_os16", files["mbv2"], "use model=vainf_mbv2_os16")
+    shared.refusal(MBV2, files["r101"], "vainf_r101_os")
 
 
-@pytest.mark.parametrize("layout", ["state_dict", "bare"])
+@pytest.mark.parametrize("layout", shared.other_layouts(MBV2))
 def test_file_of_another_layout_is_refused(cheap, tmp_path, layout):
-    state = {"module." + key: value for key, value in cheap.items()}
-    raw = {"state_dict": state, "epoch": 1} if layout == "state_dict" else dict(cheap)
-    torch.save(raw, tmp_path / "f.pth")
-    message = _refusal(MBV2, tmp_path / "f.pth")
-    assert "'model_state'" in message
+    shared.check_other_layout_refused(MBV2, layout, cheap, tmp_path)
 
 
 def test_non_weight_entries_of_the_file_are_ignored(seeded, tmp_path):
@@ -245,9 +206,7 @@ def test_non_weight_entries_of_the_file_are_ignored(seeded, tmp_path):
 
 
 def test_state_without_step_counters_is_accepted(seeded, tmp_path):
-    weights = {k: v for k, v in seeded["mbv2"].items() if not k.endswith("num_batches_tracked")}
-    assert len(weights) < len(seeded["mbv2"])
-    network = load_published(MBV2, _save(tmp_path / "f.pth", weights))
+    network = shared.check_accepted_without_step_counters(MBV2, _save, seeded["mbv2"], tmp_path)
     torch.testing.assert_close(
         network.backbone.low_level_features[0][0].weight,
         seeded["mbv2"]["backbone.low_level_features.0.0.weight"],

@@ -115,3 +115,25 @@ def test_a_missing_published_file_names_where_it_is_published(tmp_path):
     cfg = _compose(["model=sml_r101_os8", f"model.checkpoint={tmp_path / 'none.pth'}"])
     with pytest.raises(FileNotFoundError, match="r101_os8_base_cty.pth, published at"):
         evaluate(cfg, tmp_path)
+
+
+def test_evaluate_scores_a_wrapped_network_from_the_config_alone(tmp_path):
+    """model=wrapped: torchvision's DeepLabv3 (random weights), as docs/segmenters.md says."""
+    cfg = _compose([
+        "model=wrapped",
+        "model.module._target_=torchvision.models.segmentation.deeplabv3_resnet50",
+        "+model.module.weights=null", "+model.module.weights_backbone=null",
+        "+model.module.num_classes=19", "model.features=classifier.3",
+        "model.classifier=classifier.4", "model.num_classes=19",
+        "data.shared.height=32", "data.shared.width=48", "data.val.length=2",
+        "data.anomaly.synthetic_anomaly.length=2", "head=[max_softmax,entropy]",
+        "report_images=0",
+    ])  # fmt: skip
+    payload = evaluate(cfg, tmp_path)
+    assert payload["model"] is None
+    assert payload["checkpoint"] == (
+        "fsbench.models.wrapped.WrappedSegmenter of "
+        "torchvision.models.segmentation.deeplabv3_resnet50"
+    )
+    for head in ("max_softmax", "entropy"):
+        assert math.isfinite(payload["results"][head]["datasets"]["synthetic_anomaly"]["ap"])

@@ -35,8 +35,9 @@ class SegOutput:
     """What a segmenter returns.
 
     logits:   float [N, C, H, W], at the resolution of the input images.
-    features: float [N, D, h, w], the decoder output before the classifier (stride 4 for
-              DeepLabv3+, so h = ceil(H / 4), w = ceil(W / 4)).
+    features: float [N, D, h, w], the decoder output the classifier reads (stride 4 for
+              fsbench's DeepLabv3+, so h = ceil(H / 4), w = ceil(W / 4); each network's own
+              stride otherwise, e.g. 2 for NVIDIA's WideResNet38 DeepLabv3+).
     """
 
     logits: Tensor

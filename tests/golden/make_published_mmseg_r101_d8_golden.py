@@ -57,7 +57,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from seeded_weights import grid_sample_of, key_list, seeded_images, seeded_state  # noqa: E402
+from seeded_weights import golden_arrays, golden_line, key_list, seeded_images, seeded_state  # noqa: E402
 
 FAMILY = "mmseg_r101_d8"
 CONFIG = "deeplabv3plus/deeplabv3plus_r101-d8_512x1024_80k_cityscapes.py"
@@ -161,17 +161,8 @@ def main() -> None:
             whole = model.whole_inference(img, meta, rescale=True)
             assert torch.equal(whole, logits), "whole_inference differs"
             assert logits.shape == (1, 19, height, width)
-            arrays[f"logits_grid_{index}"] = grid_sample_of(logits).numpy().astype(np.float32)
-            arrays[f"argmax_{index}"] = logits.argmax(1).numpy().astype(np.uint8)
-            arrays[f"logits_std_{index}"] = np.float64(logits.double().std().item())
-            arrays[f"features_grid_{index}"] = (
-                features[:, ::16, 1::4, 1::4].numpy().astype(np.float32)
-            )
-            arrays[f"features_shape_{index}"] = np.array(features.shape, dtype=np.int64)
-            print(
-                f"image {index}: input {tuple(img.shape)}, features {tuple(features.shape)}, "
-                f"logits std {arrays[f'logits_std_{index}']:.4f}"
-            )
+            arrays.update(golden_arrays(index, logits, features))
+            print(golden_line(index, img, arrays))
 
     out = Path(args.out)
     np.savez_compressed(out / f"published_{FAMILY}.npz", **arrays)

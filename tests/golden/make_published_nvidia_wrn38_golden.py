@@ -46,7 +46,6 @@ import contextlib
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import types
@@ -60,7 +59,8 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from seeded_weights import grid_sample_of, key_list, seeded_images, seeded_state  # noqa: E402
+from mirrors import git, git_dir  # noqa: E402
+from seeded_weights import golden_arrays, golden_line, key_list, seeded_images, seeded_state  # noqa: E402
 
 COMMIT = "2f548ab30ab0d56e91de66a4dea4757a0c64e7e4"
 FAMILY = "nvidia_wrn38"
@@ -78,27 +78,15 @@ FILES = (
 MEAN_STD = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # demo.py / eval.py mean_std
 
 
-def _git(repo: Path, *args: str) -> bytes:
-    done = subprocess.run(["git", f"--git-dir={repo}", *args], capture_output=True)
-    if done.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} in {repo} failed:\n{done.stderr.decode()}")
-    return done.stdout
-
-
-def _git_dir(path: str) -> Path:
-    repo = Path(path)
-    return repo / ".git" if (repo / ".git").is_dir() else repo
-
-
 def _extract(repo: Path, into: Path) -> dict[str, str]:
     for name in FILES:
         target = into / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(_git(repo, "show", f"{COMMIT}:{name}"))
+        target.write_bytes(git(repo, "show", f"{COMMIT}:{name}"))
     return {
-        "commit": _git(repo, "rev-parse", COMMIT).decode().strip(),
-        "deepv3_blob": _git(repo, "rev-parse", f"{COMMIT}:network/deepv3.py").decode().strip(),
-        "wider_resnet_blob": _git(repo, "rev-parse", f"{COMMIT}:network/wider_resnet.py")
+        "commit": git(repo, "rev-parse", COMMIT).decode().strip(),
+        "deepv3_blob": git(repo, "rev-parse", f"{COMMIT}:network/deepv3.py").decode().strip(),
+        "wider_resnet_blob": git(repo, "rev-parse", f"{COMMIT}:network/wider_resnet.py")
         .decode()
         .strip(),
     }
@@ -160,7 +148,7 @@ def main() -> None:
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as folder:
-        meta = _extract(_git_dir(args.nvidia_repo), Path(folder))
+        meta = _extract(git_dir(args.nvidia_repo), Path(folder))
         deepv3, loss = _import_original(Path(folder))
         wrapped = _build(deepv3, loss)
         keys = key_list(wrapped.state_dict())
@@ -193,17 +181,8 @@ def main() -> None:
             with torch.no_grad():
                 logits = wrapped(x)
             features = captured[0]
-            arrays[f"logits_grid_{index}"] = grid_sample_of(logits).numpy().astype(np.float32)
-            arrays[f"argmax_{index}"] = logits.argmax(1).numpy().astype(np.uint8)
-            arrays[f"logits_std_{index}"] = np.float64(logits.double().std().item())
-            arrays[f"features_grid_{index}"] = (
-                features[:, ::16, 1::4, 1::4].numpy().astype(np.float32)
-            )
-            arrays[f"features_shape_{index}"] = np.array(features.shape, dtype=np.int64)
-            print(
-                f"image {index}: {tuple(image.shape)} -> logits {tuple(logits.shape)}, std "
-                f"{arrays[f'logits_std_{index}']:.4g}, features {tuple(features.shape)}"
-            )
+            arrays.update(golden_arrays(index, logits, features))
+            print(golden_line(index, x, arrays))
         np.savez_compressed(out / f"published_{FAMILY}.npz", **arrays)
     print(f"{len(keys)} keys from {document['source']}")
     for path in sorted(out.glob(f"published_{FAMILY}*")):

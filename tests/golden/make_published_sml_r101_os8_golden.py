@@ -38,7 +38,6 @@ runs on the project's torch.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -54,8 +53,14 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from make_sml_golden import SML_COMMIT, _extract, _git_dir, _import_official  # noqa: E402
-from seeded_weights import grid_sample_of, key_list, seeded_images, seeded_state  # noqa: E402
+from make_sml_golden import (  # noqa: E402
+    SML_COMMIT,
+    _extract,
+    _import_official,
+    parse_arguments,
+)
+from mirrors import git_dir  # noqa: E402
+from seeded_weights import golden_arrays, golden_line, key_list, seeded_images, seeded_state  # noqa: E402
 
 FAMILY = "sml_r101_os8"
 CONTAINER = "state_dict"
@@ -89,17 +94,11 @@ def _build_original(into: Path) -> torch.nn.Module:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sml-repo", default=os.environ.get("SML_REPO"))
-    parser.add_argument("--kornia-repo", default=os.environ.get("KORNIA_REPO"))
-    parser.add_argument("--out", default=str(HERE))
-    args = parser.parse_args()
-    if not args.sml_repo or not args.kornia_repo:
-        parser.error("give --sml-repo and --kornia-repo (or SML_REPO and KORNIA_REPO)")
+    args = parse_arguments(__doc__.splitlines()[0])
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as folder:
-        meta = _extract(_git_dir(args.sml_repo), _git_dir(args.kornia_repo), Path(folder))
+        meta = _extract(git_dir(args.sml_repo), git_dir(args.kornia_repo), Path(folder))
         net = _build_original(Path(folder))
     # The file's keys: DistributedDataParallel's "module." before the network's own.
     keys = key_list({PREFIX + key: value for key, value in net.state_dict().items()})
@@ -117,15 +116,8 @@ def main() -> None:
         with torch.no_grad():
             main_out, _ = net((image - mean) / std)
         features = captured[0]
-        arrays[f"logits_grid_{index}"] = grid_sample_of(main_out).numpy().astype(np.float32)
-        arrays[f"argmax_{index}"] = main_out.argmax(1).numpy().astype(np.uint8)
-        arrays[f"logits_std_{index}"] = np.float64(main_out.double().std().item())
-        arrays[f"features_grid_{index}"] = features[:, ::16, 1::4, 1::4].numpy().astype(np.float32)
-        arrays[f"features_shape_{index}"] = np.array(features.shape, dtype=np.int64)
-        print(
-            f"image {index}: input {tuple(image.shape)}, logits {tuple(main_out.shape)}, "
-            f"features {tuple(features.shape)}, logits std {arrays[f'logits_std_{index}']:.4f}"
-        )
+        arrays.update(golden_arrays(index, main_out, features))
+        print(golden_line(index, image, arrays))
     np.savez_compressed(out / f"published_{FAMILY}.npz", **arrays)
     document = {
         "family": FAMILY,

@@ -40,7 +40,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -52,7 +51,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from seeded_weights import grid_sample_of, key_list, seeded_images, seeded_state  # noqa: E402
+from mirrors import git, git_dir  # noqa: E402
+from seeded_weights import golden_arrays, golden_line, key_list, seeded_images, seeded_state  # noqa: E402
 
 COMMIT = "4e1087de98bc49d55b9239ae92810ef7368660db"
 REPO = "VainF/DeepLabV3Plus-Pytorch"
@@ -71,24 +71,12 @@ KEY_FAMILIES = {
 }
 
 
-def _git(repo: Path, *args: str) -> bytes:
-    done = subprocess.run(["git", f"--git-dir={repo}", *args], capture_output=True)
-    if done.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} in {repo} failed:\n{done.stderr.decode()}")
-    return done.stdout
-
-
-def _git_dir(path: str) -> Path:
-    repo = Path(path)
-    return repo / ".git" if (repo / ".git").is_dir() else repo
-
-
 def _extract(repo: Path, into: Path) -> str:
-    archive = _git(repo, "archive", "--format=tar", COMMIT, "network", "utils/ext_transforms.py")
+    archive = git(repo, "archive", "--format=tar", COMMIT, "network", "utils/ext_transforms.py")
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
-    (into / "main.py").write_bytes(_git(repo, "show", f"{COMMIT}:main.py"))
-    return _git(repo, "rev-parse", COMMIT).decode().strip()
+    (into / "main.py").write_bytes(git(repo, "show", f"{COMMIT}:main.py"))
+    return git(repo, "rev-parse", COMMIT).decode().strip()
 
 
 def _import_original(into: Path):
@@ -134,10 +122,12 @@ def _inputs(ext_transforms, mean, std) -> list[torch.Tensor]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vainf-repo", default=os.environ.get("VAINF_REPO"))
+    parser.add_argument("--out", default=str(HERE), help="folder for the golden files")
     args = parser.parse_args()
     if not args.vainf_repo:
         raise SystemExit("pass --vainf-repo (a git snapshot of VainF/DeepLabV3Plus-Pytorch)")
-    repo = _git_dir(args.vainf_repo)
+    repo = git_dir(args.vainf_repo)
+    out = Path(args.out)
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory() as tmp:
         into = Path(tmp)
@@ -157,7 +147,7 @@ def main() -> None:
                     raise SystemExit(f"{name}: key list differs from {keys_file}'s")
             else:
                 written_keys[keys_file] = keys
-                (HERE / keys_file).write_text(
+                (out / keys_file).write_text(
                     json.dumps(
                         {
                             "family": KEY_FAMILIES[keys_file],
@@ -181,18 +171,11 @@ def main() -> None:
                 captured.clear()
                 logits = model(x)
                 features = captured[0]
-                arrays[f"logits_grid_{index}"] = grid_sample_of(logits).float().numpy()
-                arrays[f"argmax_{index}"] = logits.argmax(1).to(torch.uint8).numpy()
-                arrays[f"logits_std_{index}"] = np.float64(logits.double().std())
-                arrays[f"features_grid_{index}"] = features[:, ::16, 1::4, 1::4].float().numpy()
-                arrays[f"features_shape_{index}"] = np.array(features.shape, dtype=np.int64)
-                print(
-                    f"{name} image {index}: input {tuple(x.shape)} logits {tuple(logits.shape)} "
-                    f"features {tuple(features.shape)} std {float(logits.std()):.4f}"
-                )
+                arrays.update(golden_arrays(index, logits, features))
+                print(f"{name} {golden_line(index, x, arrays)}")
             hook.remove()
-            np.savez_compressed(HERE / f"published_{name}.npz", **arrays)
-    for path in sorted(HERE.glob("published_vainf*")):
+            np.savez_compressed(out / f"published_{name}.npz", **arrays)
+    for path in sorted(out.glob("published_vainf*")):
         print(f"{path.name}: {path.stat().st_size / 1024:.0f} KB")
 
 

@@ -34,7 +34,6 @@ import io
 import json
 import math
 import os
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -44,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mirrors import git, git_dir
 
 SML_COMMIT = "c52a513"
 KORNIA_COMMIT = "af948c5"
@@ -73,34 +73,22 @@ DEFAULTS = dict(
 )
 
 
-def _git(repo: Path, *args: str) -> bytes:
-    done = subprocess.run(["git", f"--git-dir={repo}", *args], capture_output=True)
-    if done.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} in {repo} failed:\n{done.stderr.decode()}")
-    return done.stdout
-
-
-def _git_dir(path: str) -> Path:
-    repo = Path(path)
-    return repo / ".git" if (repo / ".git").is_dir() else repo
-
-
 def _extract(sml_repo: Path, kornia_repo: Path, into: Path) -> dict[str, str]:
     for name in ("network/deepv3.py", "network/mynn.py", "network/Resnet.py", "config.py"):
         target = into / "sml" / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(_git(sml_repo, "show", f"{SML_COMMIT}:{name}"))
+        target.write_bytes(git(sml_repo, "show", f"{SML_COMMIT}:{name}"))
     utils = into / "sml" / "utils"
     utils.mkdir()
     for name in ("__init__.py", "attr_dict.py"):
-        (utils / name).write_bytes(_git(sml_repo, "show", f"{SML_COMMIT}:utils/{name}"))
-    archive = _git(kornia_repo, "archive", "--format=tar", KORNIA_COMMIT, "kornia")
+        (utils / name).write_bytes(git(sml_repo, "show", f"{SML_COMMIT}:utils/{name}"))
+    archive = git(kornia_repo, "archive", "--format=tar", KORNIA_COMMIT, "kornia")
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into / "kornia", filter="data")
     return {
-        "sml_commit": _git(sml_repo, "rev-parse", SML_COMMIT).decode().strip(),
-        "kornia_commit": _git(kornia_repo, "rev-parse", KORNIA_COMMIT).decode().strip(),
-        "deepv3_blob": _git(sml_repo, "rev-parse", f"{SML_COMMIT}:network/deepv3.py")
+        "sml_commit": git(sml_repo, "rev-parse", SML_COMMIT).decode().strip(),
+        "kornia_commit": git(kornia_repo, "rev-parse", KORNIA_COMMIT).decode().strip(),
+        "deepv3_blob": git(sml_repo, "rev-parse", f"{SML_COMMIT}:network/deepv3.py")
         .decode()
         .strip(),
     }
@@ -225,17 +213,23 @@ def _forward_case(rng: np.random.Generator, deepv3) -> dict[str, np.ndarray]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_arguments(description: str) -> argparse.Namespace:
+    """--sml-repo and --kornia-repo (or SML_REPO and KORNIA_REPO), --out (default: here)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--sml-repo", default=os.environ.get("SML_REPO"))
     parser.add_argument("--kornia-repo", default=os.environ.get("KORNIA_REPO"))
     parser.add_argument("--out", default=str(HERE))
     args = parser.parse_args()
     if not args.sml_repo or not args.kornia_repo:
         parser.error("give --sml-repo and --kornia-repo (or SML_REPO and KORNIA_REPO)")
+    return args
+
+
+def main() -> None:
+    args = parse_arguments(__doc__.splitlines()[0])
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
-        meta = _extract(_git_dir(args.sml_repo), _git_dir(args.kornia_repo), Path(folder))
+        meta = _extract(git_dir(args.sml_repo), git_dir(args.kornia_repo), Path(folder))
         deepv3 = _import_official(Path(folder))
         rng = np.random.default_rng(20210924)
         configs = {name: {**DEFAULTS, **change} for name, change in CONFIGS.items()}

@@ -2,9 +2,10 @@
 
 Both sides use this module: the scripts ``make_published_<family>_golden.py`` fill the original
 network (built from the fetched original repository) with :func:`seeded_state` and record its
-logits on :func:`seeded_images`; the tests rebuild the same tensors from the recorded key list and
-load them through fsbench's loader. The rule depends only on the ordered list of
-``(key, shape, dtype)``: tensor ``i`` comes from a ``torch.Generator`` seeded with ``i``.
+output on :func:`seeded_images` (the arrays of :func:`golden_arrays`); the tests rebuild the same
+tensors from the recorded key list and load them through fsbench's loader. The rule depends only
+on the ordered list of ``(key, shape, dtype)``: tensor ``i`` comes from a ``torch.Generator``
+seeded with ``i``.
 
 The values keep a deep network's activations bounded (so the logits are not dominated by one
 channel and argmax comparisons mean something): convolution and linear weights are normal with
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 KeyList = Sequence[tuple[str, Sequence[int], str]]
@@ -26,6 +28,8 @@ GRID = (slice(2, None, 8), slice(3, None, 8))
 # Two images: wide enough for every ASPP rate to reach inside the map (at OS8 a 320-pixel width is
 # 40 feature columns > 36), and one with odd sides (cropping, padding, align_corners).
 IMAGE_SIZES = ((160, 320), (97, 131))
+# Where the golden features are sampled: every 16th channel, every 4th row and column from 1.
+FEATURE_GRID = (slice(None), slice(None, None, 16), slice(1, None, 4), slice(1, None, 4))
 
 
 def key_list(state: dict[str, torch.Tensor]) -> list[tuple[str, list[int], str]]:
@@ -91,3 +95,33 @@ def seeded_images() -> list[torch.Tensor]:
 def grid_sample_of(logits: torch.Tensor) -> torch.Tensor:
     """The logits [N, C, H, W] at the golden grid's pixels."""
     return logits[..., GRID[0], GRID[1]]
+
+
+def feature_sample_of(features: torch.Tensor) -> torch.Tensor:
+    """The features [N, C, H, W] at the golden feature grid."""
+    return features[FEATURE_GRID]
+
+
+def golden_arrays(
+    index: int, logits: torch.Tensor, features: torch.Tensor
+) -> dict[str, np.ndarray]:
+    """What a golden file records of image ``index``: the logits [1, C, H, W] at the grid, their
+    argmax and standard deviation, the features (the classifier's input) at the feature grid and
+    their shape."""
+    logits, features = logits.detach().cpu(), features.detach().cpu()
+    return {
+        f"logits_grid_{index}": grid_sample_of(logits).numpy().astype(np.float32),
+        f"argmax_{index}": logits.argmax(1).numpy().astype(np.uint8),
+        f"logits_std_{index}": np.float64(logits.double().std().item()),
+        f"features_grid_{index}": feature_sample_of(features).numpy().astype(np.float32),
+        f"features_shape_{index}": np.array(features.shape, dtype=np.int64),
+    }
+
+
+def golden_line(index: int, x: torch.Tensor, arrays: dict[str, np.ndarray]) -> str:
+    """One printed line about image ``index`` of ``golden_arrays``' output (``x`` its input)."""
+    shape = tuple(int(n) for n in arrays[f"features_shape_{index}"])
+    return (
+        f"image {index}: input {tuple(x.shape)}, features {shape}, "
+        f"logits std {float(arrays[f'logits_std_{index}']):.4f}"
+    )

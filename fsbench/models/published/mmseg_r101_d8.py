@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsbench.models.published.base import Family, PublishedSegmenter
+from fsbench.models.published.blocks import bottleneck
 
 family = Family(
     name="mmseg_r101_d8",
@@ -124,41 +125,6 @@ class SeparableConvModule(nn.Module):
         return self.pointwise_conv(self.depthwise_conv(x))
 
 
-class Bottleneck(nn.Module):
-    """ResNet bottleneck, stride on the 3x3 conv ("pytorch" style), BN names bn1..bn3."""
-
-    def __init__(
-        self, in_channels: int, planes: int, stride: int, dilation: int, downsample: bool
-    ) -> None:
-        super().__init__()
-        out_channels = planes * EXPANSION
-        self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(
-            planes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
-        )
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        # The projection shortcut: a strided 1x1 conv and BN (ResNetV1c has no average pooling).
-        self.downsample = (
-            nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
-            if downsample
-            else None
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
 class ResNetV1c(nn.Module):
     """ResNet-101 with the 3x3 deep stem, dilated to output stride 8 (mmseg's ResNetV1c-D8)."""
 
@@ -183,10 +149,11 @@ class ResNetV1c(nn.Module):
             planes = 64 * 2**index
             # contract_dilation: a dilated stage starts at half its dilation.
             first_dilation = dilation // 2 if dilation > 1 else dilation
-            layer = [Bottleneck(in_channels, planes, stride, first_dilation, downsample=True)]
+            # ("pytorch" style: the stride on the 3x3; a projection in every first block)
+            layer = [bottleneck(in_channels, planes, stride, first_dilation, project=True)]
             in_channels = planes * EXPANSION
             layer += [
-                Bottleneck(in_channels, planes, 1, dilation, downsample=False)
+                bottleneck(in_channels, planes, 1, dilation, project=False)
                 for _ in range(blocks - 1)
             ]
             self.add_module(f"layer{index + 1}", nn.Sequential(*layer))

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from fsbench.models.published.base import Family, PublishedSegmenter
+from fsbench.models.published.blocks import bottleneck
 
 SOURCE = "shjung13/Standardized-max-logits@c52a513f3385538ec4c0f8d0972506211de10299"
 
@@ -56,42 +57,14 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int = 1, **conv: int) -> nn.Seque
     )
 
 
-class Bottleneck(nn.Module):
-    """ResNet bottleneck, stride and dilation on the 3x3: [N, cin, H, W] -> [N, 4p, H/s, W/s]."""
-
-    def __init__(self, cin: int, planes: int, stride: int = 1, dilation: int = 1) -> None:
-        super().__init__()
-        cout = 4 * planes
-        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(
-            planes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
-        )
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        return self.relu(self.bn3(self.conv3(y)) + shortcut)
-
-
 def _stage(cin: int, planes: int, blocks: int, stride: int, dilation: int) -> nn.Sequential:
     """``blocks`` bottlenecks; the first one strides (and projects), all share ``dilation``.
 
     The original builds layer3/4 with stride 2 and then sets every ``conv2`` to stride 1 with
     dilation 2 / 4 (and the projection's stride to 1): here they are built so directly.
     """
-    layers = [Bottleneck(cin, planes, stride, dilation)]
-    layers += [Bottleneck(4 * planes, planes, 1, dilation) for _ in range(blocks - 1)]
+    layers = [bottleneck(cin, planes, stride, dilation)]
+    layers += [bottleneck(4 * planes, planes, 1, dilation) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
 
 
