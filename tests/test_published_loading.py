@@ -171,3 +171,19 @@ def test_export_traces_a_published_network(published_file, tmp_path):
     )
     assert metadata["model"] == FAMILY
     assert metadata["parity_max_abs_difference"] <= 1e-4
+
+
+def test_the_familys_notice_is_printed_once(published_file, capsys, monkeypatch):
+    from fsbench.models import published
+
+    monkeypatch.setattr(published, "_NOTICES_SHOWN", set())
+    load_published(FAMILY, published_file)
+    load_published(FAMILY, published_file)
+    notice = published.FAMILIES[FAMILY].family.notice
+    assert capsys.readouterr().out.count(notice) == 1
+
+
+def test_nvidias_notice_names_the_licence_and_the_val_cities():
+    notice = FAMILIES["nvidia_wrn38"].family.notice
+    assert "CC BY-NC-SA" in notice and "non-commercial" in notice.lower()
+    assert "val" in notice and "NVIDIA/semantic-segmentation#6" in notice
