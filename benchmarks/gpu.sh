@@ -5,7 +5,9 @@
 # 1. train.py + evaluate.py end to end on CUDA (synthetic data, 16-mixed training; evaluation in
 #    float32 and with fast.autocast=bf16 fast.channels_last=true), results copied to OUTDIR;
 # 2. benchmarks/overhead.py with DeepLabv3+ ResNet-101 (output stride 8) at 1024x2048;
-# 3. benchmarks/kernels.py (kNN selection and per-image AP kernels), if time is left.
+# 3. the published networks (benchmarks/overhead.py --model): evaluation vs the bare rebuilt
+#    module, NVIDIA's WideResNet38 and SML's ResNet-101 at 1024x2048 (untrained weights);
+# 4. benchmarks/kernels.py (kNN selection and per-image AP kernels), if time is left.
 set -u
 OUT=${1:-gpu-results}
 mkdir -p "$OUT"
@@ -35,5 +37,12 @@ timeout $(( ${BUDGET:-570} - SECONDS )) $PY benchmarks/overhead.py --device cuda
     knn@bf16 flow \
   --precision 32-true bf16-mixed 16-mixed --compile --json "$OUT/overhead_r101_1024x2048.json" \
   2>&1 | grep -v -i warn
+
+for model in nvidia_wrn38 sml_r101_os8; do
+  timeout $(( ${BUDGET:-570} - SECONDS )) $PY benchmarks/overhead.py --device cuda --model $model \
+    --sizes 1024x2048 --batch 1 --batches 8 --repeats 3 --sections eval \
+    --eval-heads max_softmax entropy --per-image-strides --json "$OUT/overhead_$model.json" \
+    2>&1 | grep -v -i warn
+done
 
 timeout $(( ${BUDGET:-570} - SECONDS )) $PY benchmarks/kernels.py --device cuda 2>&1 | tee "$OUT/kernels.txt"

@@ -124,13 +124,8 @@ def read_score_file(path: str | Path, key: str | None = None) -> np.ndarray:
     if suffix == ".png":
         return _read_png(path)
     if suffix in (".hdf5", ".h5"):
-        try:
-            import h5py
-        except ImportError as error:
-            raise ScoreError(
-                f"reading {path} needs h5py, which is not installed: pip install h5py "
-                "(or convert the score maps to .npy)"
-            ) from error
+        import h5py  # a core dependency, imported where it is used
+
         with h5py.File(path, "r") as handle:
             names = [name for name, item in handle.items() if isinstance(item, h5py.Dataset)]
             return handle[_pick(names, key, HDF5_KEY, path)][()]

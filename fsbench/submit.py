@@ -47,10 +47,11 @@ from tqdm.auto import tqdm
 from fsbench.data.check import IMAGE_SUFFIXES, read_rgb
 from fsbench.heads import AnomalyHead, device_of, resize_score
 from fsbench.models import load_segmenter
-from fsbench.models.checkpoint import load_head_state
+from fsbench.models.checkpoint import load_head_state, read_checkpoint
+from fsbench.registry import conf_dir, options
 
 FORMATS = ("fishyscapes", "smiyc")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = conf_dir()  # the packaged config tree (fsbench.conf), in a checkout or an install
 FS_INPUT = re.compile(r"^(\d+)_.*\.png$")
 FS_MAX_CLASSES = 20  # the Fishyscapes segmentation holds ints < 20
 SMIYC_DATASETS = {
@@ -68,7 +69,7 @@ class SubmissionError(ValueError):
 
 def available_heads(conf_dir: str | Path = CONF_DIR) -> list[str]:
     """Names of the head configs ``conf_dir/head/NAME.yaml``."""
-    return sorted(path.stem for path in (Path(conf_dir) / "head").glob("*.yaml"))
+    return options("head", conf_dir)
 
 
 def head_config(
@@ -92,7 +93,7 @@ def head_config(
 
 def trained_head_config(checkpoint: str | Path) -> tuple[str, dict[str, Any]] | None:
     """The name and config of the training-time head a ``train.py`` checkpoint was trained with."""
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    stored = read_checkpoint(checkpoint)  # weights_only=True, as load_segmenter reads it
     heads = (stored.get(RUN_CONFIG_KEY) or {}).get("head") or {}
     if len(heads) != 1:
         return None
@@ -317,12 +318,8 @@ def write_fishyscapes(
 
 def write_smiyc(output: Path, fid: str, score: np.ndarray) -> Path:
     """Write ``<output>/<fid>.hdf5`` with the score as float16 under ``value``."""
-    try:
-        import h5py
-    except ImportError as error:
-        raise SubmissionError(
-            "SegmentMeIfYouCan files are HDF5: install h5py (pip install 'fsbench[submit]')"
-        ) from error
+    import h5py  # a core dependency, imported where it is used
+
     peak = float(np.abs(score).max())
     if peak > FLOAT16_MAX:
         raise SubmissionError(
