@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -16,6 +17,8 @@ from setuptools import find_packages
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
+NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "outputs", "multirun", "__pycache__",
+              "lightning_logs", ".pytest_cache", ".ruff_cache", "deploy")  # fmt: skip
 CONF = ROOT / "conf"
 TINY = [
     "data.shared.height=32",
@@ -57,8 +60,11 @@ def test_an_installed_wheel_trains_and_evaluates_from_an_empty_folder(tmp_path):
     """Wheel built from the checkout, installed into a fresh venv that reuses the test venv's
     packages (but not its editable fsbench), run from a folder holding nothing."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    # built from a copy: a checkout's build/ may hold files of older versions
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     _run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
          "--quiet", "--wheel-dir", str(tmp_path / "dist")],
         tmp_path, env,
     )  # fmt: skip
