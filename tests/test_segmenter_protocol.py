@@ -6,6 +6,7 @@ torchvision's ``deeplabv3_resnet50`` (random weights) and every rebuilt publishe
 and labels.
 """
 
+import functools
 import re
 from pathlib import Path
 
@@ -118,13 +119,18 @@ def member_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def _head(name: str, member_checkpoint: Path) -> AnomalyHead:
+@functools.cache
+def _head_config(name: str, member_checkpoint: Path):
+    """The composed config of a head (composed once per head: Hydra's compose is not free)."""
     overrides = [f"head={name}", *CHEAP.get(name, [])]
     if name == "ensemble":
         overrides.append(f"head.ensemble.checkpoints=[{member_checkpoint}]")
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("evaluate", overrides=overrides)
-    return instantiate(cfg.head[name])
+        return compose("evaluate", overrides=overrides).head[name]
+
+
+def _head(name: str, member_checkpoint: Path) -> AnomalyHead:
+    return instantiate(_head_config(name, member_checkpoint))
 
 
 @pytest.mark.parametrize("name", HEADS)
