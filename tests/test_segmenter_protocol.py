@@ -81,8 +81,7 @@ def _published(name: str):
 FAMILIES = {
     "fsbench_segmenter": _fsbench_segmenter,
     "torchvision_wrapped": _wrapped,
-    # vainf_r101_os8 is vainf_r101_os16's class at another stride (tests/test_published_vainf.py)
-    **{f"published_{name}": _published(name) for name in PUBLISHED if name != "vainf_r101_os8"},
+    **{f"published_{name}": _published(name) for name in PUBLISHED},
 }
 
 
