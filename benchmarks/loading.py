@@ -42,18 +42,16 @@ def measure(family: str, path: str, way: str) -> dict:
     import torch
 
     from fsbench.models.published import FAMILIES, build_published, load_published
+    from fsbench.models.published.base import weights_of
 
     torch.set_num_threads(1)
     start = _memory_mib()
     if way == "load_published":
         network = load_published(family, path)
     else:
-        spec = FAMILIES[family]
-        state = torch.load(path, map_location="cpu", weights_only=True)[spec.family.container]
-        prefix = spec.family.prefix
-        state = {key.removeprefix(prefix): value for key, value in state.items()}
-        skipped = tuple(prefix for prefix, _ in spec.family.skipped)
-        state = {k: v for k, v in state.items() if not (skipped and k.startswith(skipped))}
+        raw = torch.load(path, map_location="cpu", weights_only=True)  # read in full
+        state = weights_of(raw, FAMILIES[family].family, Path(path))
+        del raw
         network = build_published(family)
         network.load_state_dict(state)
         del state

@@ -48,6 +48,7 @@ from fsbench.data.check import IMAGE_SUFFIXES, read_rgb
 from fsbench.heads import AnomalyHead, device_of, resize_score
 from fsbench.models import load_segmenter
 from fsbench.models.checkpoint import load_head_state, read_checkpoint
+from fsbench.models.published import FAMILIES
 from fsbench.registry import conf_dir, options
 
 FORMATS = ("fishyscapes", "smiyc")
@@ -139,12 +140,13 @@ def load_model(
     training-time head when ``head`` is None), attached, restored from the checkpoint if it is a
     training-time head, and restored from ``head_state`` if it is fitted.
     """
-    if family is not None:
-        return _load_published_model(
-            checkpoint, family, head, head_state, overrides, conf_dir, device
-        )
-    segmenter = load_segmenter(checkpoint)
-    if head is None:
+    if family is None:
+        segmenter = load_segmenter(checkpoint)
+        evaluated_with = f"checkpoint={checkpoint}"  # how evaluate.py names this network
+    else:
+        segmenter = _published_segmenter(checkpoint, family, head, conf_dir)
+        evaluated_with = f"model={family} model.checkpoint={checkpoint}"
+    if head is None:  # a train.py checkpoint's training-time head (a published file has none)
         trained = trained_head_config(checkpoint)
         if trained is None:
             raise SubmissionError(
@@ -159,6 +161,12 @@ def load_model(
     except Exception as error:  # Hydra wraps the constructor's error; show its last line
         reason = str(error).strip().splitlines()[-1]
         raise SubmissionError(f"cannot build head {name!r}: {reason}") from error
+    if built.trained_with_segmenter and family is not None:
+        raise SubmissionError(
+            f"head {name!r} is trained with the segmenter (train.py); a published {family} file "
+            f"has no such head. Train it (python train.py model={family} "
+            "model.checkpoint=FILE head=...) and pass that run's last.ckpt without --model"
+        )
     built.attach(segmenter)
     if built.trained_with_segmenter:
         load_head_state(checkpoint, built)
@@ -166,24 +174,18 @@ def load_model(
         if head_state is None:
             raise SubmissionError(
                 f"head {name!r} is fitted on the training set; fit it once with `python "
-                f"evaluate.py head={name} checkpoint={checkpoint}` and pass the state it saves "
+                f"evaluate.py {evaluated_with} head={name}` and pass the state it saves "
                 f"with --head-state <run>/heads/{name}.pt"
             )
         restore_fitted_head(built, head_state)
     return segmenter.to(device).eval(), built.to(device).eval(), name
 
 
-def _load_published_model(
-    checkpoint: str | Path,
-    family: str,
-    head: str | None,
-    head_state: str | Path | None,
-    overrides: Sequence[str],
-    conf_dir: str | Path,
-    device: str | torch.device,
-) -> tuple[nn.Module, AnomalyHead, str]:
-    """:func:`load_model` for a published network's file (no training-time head in it)."""
-    from fsbench.models.published import FAMILIES, load_published
+def _published_segmenter(
+    checkpoint: str | Path, family: str, head: str | None, conf_dir: str | Path
+) -> nn.Module:
+    """The published network of ``family`` in the file ``checkpoint`` (``--model FAMILY``)."""
+    from fsbench.models.published import load_published
 
     if family not in FAMILIES:
         raise SubmissionError(
@@ -194,29 +196,7 @@ def _load_published_model(
             f"a published {family} file holds no anomaly head; choose one with --head NAME, one "
             f"of: {', '.join(available_heads(conf_dir))}"
         )
-    segmenter = load_published(family, checkpoint)
-    config = head_config(head, conf_dir, overrides)
-    try:
-        built = hydra.utils.instantiate(config)
-    except Exception as error:  # Hydra wraps the constructor's error; show its last line
-        reason = str(error).strip().splitlines()[-1]
-        raise SubmissionError(f"cannot build head {head!r}: {reason}") from error
-    if built.trained_with_segmenter:
-        raise SubmissionError(
-            f"head {head!r} is trained with the segmenter (train.py); a published {family} file "
-            f"has no such head. Train it (python train.py model={family} "
-            "model.checkpoint=FILE head=...) and pass that run's last.ckpt without --model"
-        )
-    built.attach(segmenter)
-    if built.requires_fit:
-        if head_state is None:
-            raise SubmissionError(
-                f"head {head!r} is fitted on the training set; fit it once with `python "
-                f"evaluate.py model={family} model.checkpoint={checkpoint} head={head}` and pass "
-                f"the state it saves with --head-state <run>/heads/{head}.pt"
-            )
-        restore_fitted_head(built, head_state)
-    return segmenter.to(device).eval(), built.to(device).eval(), head
+    return load_published(family, checkpoint)
 
 
 def predict_image(
@@ -411,8 +391,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         metavar="FAMILY",
-        help="the published network family of --checkpoint (nvidia_wrn38, sml_r101_os8, "
-        "vainf_r101_os16, vainf_r101_os8, vainf_mbv2_os16, mmseg_r101_d8; docs/reproduce.md)",
+        help=f"the published network family of --checkpoint ({', '.join(FAMILIES)}; "
+        "docs/reproduce.md)",
     )
     p.add_argument(
         "--head",

@@ -145,7 +145,7 @@ def load_published(
             f"nothing: pass the path of your copy, model.checkpoint=/path/to/{facts.file_name}"
         )
     state = weights_of(read_published_file(path), facts, path)
-    check_and_load(network, state, path, assign=True, others=_other_key_lists(family))
+    check_and_load(network, state, path, assign=True, others=_OtherKeyLists(family))
     if facts.notice and family not in _NOTICES_SHOWN:
         _NOTICES_SHOWN.add(family)
         print(f"note: {facts.notice}")
@@ -169,10 +169,6 @@ class _OtherKeyLists(Mapping):
 
     def __len__(self) -> int:
         return len(self.names)
-
-
-def _other_key_lists(family: str) -> Mapping[str, list[str]]:
-    return _OtherKeyLists(family)
 
 
 __all__ = [

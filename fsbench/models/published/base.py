@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,7 +50,6 @@ class Family:
     prefix: str = ""
     skipped: tuple[tuple[str, str], ...] = ()
     notice: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 class PublishedSegmenter(nn.Module):
@@ -180,11 +179,8 @@ def _family_hint(raw: Mapping, family: Family) -> str:
     """Which other family's file ``raw`` looks like, if any (by its container key)."""
     from fsbench.models.published import FAMILIES
 
-    others = [
-        other.name
-        for other in {spec.family.name: spec.family for spec in FAMILIES.values()}.values()
-        if other.name != family.name and other.container is not None and other.container in raw
-    ]
+    facts = {name: spec.family for name, spec in FAMILIES.items() if name != family.name}
+    others = [name for name, other in facts.items() if other.container in raw]
     if others:
         return f"Its layout is that of {' or '.join(others)}: use model=<that family>."
     return f"Pass the published {family.file_name} ({family.published})."
