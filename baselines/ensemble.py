@@ -35,7 +35,8 @@ class DeepEnsemble(AnomalyHead):
 
     * ``entropy``: predictive entropy H[p] (total uncertainty);
     * ``mutual_information``: H[p] - mean_t H[p_t], the disagreement of the members;
-    * ``max_prob``: 1 - max_c p_c.
+    * ``max_softmax``: 1 - max_c p_c (formerly ``max_prob``, which now raises an error naming
+      the new name).
 
     The segmentation logits are log p (argmax = the ensemble's prediction). The members are
     frozen: always in eval mode, no gradients. They are submodules, so moving the head (or the
@@ -45,7 +46,7 @@ class DeepEnsemble(AnomalyHead):
         checkpoints: ``train.py`` checkpoints of the members, e.g. the ``last.ckpt`` files of
             ``python train.py --multirun seed=0,1,2,3,4``. Do not list the checkpoint of the
             evaluated segmenter when ``include_segmenter`` is true: it would count twice.
-        score: ``entropy``, ``mutual_information`` or ``max_prob``.
+        score: ``entropy``, ``mutual_information`` or ``max_softmax``.
         include_segmenter: also average the evaluated segmenter's softmax.
     """
 

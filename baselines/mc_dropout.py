@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.sampling import (
+    SCORES,
     MemberAverage,
     check_score,
     expected_entropy,
@@ -47,7 +48,7 @@ def sample_dropout(features: Tensor, rate: float) -> Tensor:
 
 
 class MCDropout(AnomalyHead):
-    """MC dropout on the decoder features; score = predictive entropy, mutual information, max-prob.
+    """MC dropout on the decoder features; score = predictive entropy, mutual info., max softmax.
 
     ``forward`` runs ``segmenter.extract_features`` once (features [N, D, h, w], h = ceil(H/4)),
     then draws T samples with dropout applied functionally (:func:`sample_dropout`): the
@@ -80,14 +81,15 @@ class MCDropout(AnomalyHead):
         score: ``entropy`` (predictive entropy H[mean_t p_t], total uncertainty),
             ``mutual_information`` (H[mean_t p_t] - mean_t H[p_t], the disagreement of the
             samples, as Bayesian DeepLab scores in Mukhoti & Gal 2018; needs T >= 2) or
-            ``max_prob`` (1 - max_c mean_t p_tc).
+            ``max_softmax`` (1 - max_c mean_t p_tc, the max-softmax score of the averaged
+            prediction; formerly ``max_prob``, which now raises an error naming the new name).
         dropout: dropout rate p for the samples; ``None`` uses the segmenter's own rate
             (``segmenter.dropout.p``, set by ``model.dropout`` at training time).
         resolution: ``image`` (per image pixel, the definition) or ``features`` (at feature
             resolution, then the score resized; see above).
     """
 
-    SCORES = ("entropy", "mutual_information", "max_prob")
+    SCORES = SCORES
     RESOLUTIONS = ("image", "features")
 
     def __init__(

@@ -14,7 +14,9 @@ ln 2 (their expected entropy is 0, which is why the mean of the members' entropi
 for the predictive entropy); identical predictions have mutual information 0.
 
 The functions take all predictions at once, float [T, N, C, ...]; :class:`MemberAverage`
-takes them one at a time, so the heads' memory does not grow with T.
+takes them one at a time, so the heads' memory does not grow with T. The entropies themselves
+are fsbench's (:func:`fsbench.heads.entropy_from_probs`, :func:`fsbench.heads.softmax_and_entropy`),
+the same as the single-pass entropy head's.
 """
 
 from __future__ import annotations
@@ -24,25 +26,25 @@ import math
 import torch
 from torch import Tensor
 
+from fsbench.heads import entropy_from_probs, softmax_and_entropy
+
 #: Score names understood by :meth:`MemberAverage.score`.
-SCORES = ("entropy", "mutual_information", "max_prob")
+SCORES = ("entropy", "mutual_information", "max_softmax")
 
-
-def entropy(probs: Tensor, dim: int = 1) -> Tensor:
-    """Entropy in nats of the distributions ``probs`` along ``dim`` (0 log 0 = 0)."""
-    return -torch.xlogy(probs, probs).sum(dim)
+#: Score names that were renamed: old name -> new name (refused with a message naming the new).
+RENAMED_SCORES = {"max_prob": "max_softmax"}
 
 
 def predictive_entropy(probs: Tensor) -> Tensor:
     """H[mean_t p_t]: probs float [T, N, C, ...] (T predictions, C classes) -> [N, ...]."""
     _check_members(probs)
-    return entropy(probs.mean(dim=0), dim=1)
+    return entropy_from_probs(probs.mean(dim=0), dim=1)
 
 
 def expected_entropy(probs: Tensor) -> Tensor:
     """mean_t H[p_t]: probs float [T, N, C, ...] -> [N, ...]."""
     _check_members(probs)
-    return entropy(probs, dim=2).mean(dim=0)
+    return entropy_from_probs(probs, dim=2).mean(dim=0)
 
 
 def mutual_information(probs: Tensor) -> Tensor:
@@ -51,7 +53,17 @@ def mutual_information(probs: Tensor) -> Tensor:
 
 
 def check_score(score: str, allowed: tuple[str, ...], owner: str) -> str:
-    """Return ``score`` if it is one of ``allowed``, else raise a ValueError naming ``owner``."""
+    """Return ``score`` if it is one of ``allowed``, else raise a ValueError naming ``owner``.
+
+    A renamed score (:data:`RENAMED_SCORES`, e.g. ``max_prob``, now ``max_softmax``) is refused
+    with a message that gives its new name; there are no silent aliases.
+    """
+    renamed = RENAMED_SCORES.get(score)
+    if renamed in allowed:
+        raise ValueError(
+            f"{owner} score {score!r} is now called {renamed!r} (the score 1 - max_c p_c, as "
+            f"the max_softmax head names it); use score={renamed}"
+        )
     if score not in allowed:
         raise ValueError(f"{owner} score must be one of {', '.join(allowed)}; got {score!r}")
     return score
@@ -93,9 +105,9 @@ class MemberAverage:
     def add(self, logits: Tensor) -> None:
         """Add one prediction given by its logits float [N, C, ...] (classes along dim 1).
 
-        p = softmax(logits) and H[p] = log S - sum_c e_c d_c / S, with d_c = l_c - max_c l_c,
-        e_c = exp(d_c) and S = sum_c e_c: one exponential per element, no logarithm of p, and
-        0 log 0 = 0 (logits of -inf included). ``logits`` is not modified.
+        p = softmax(logits) and H[p] come from :func:`fsbench.heads.softmax_and_entropy`: one
+        exponential per element, no logarithm of p, and 0 log 0 = 0 (logits of -inf included).
+        ``logits`` is not modified.
         """
         if logits.ndim < 2:
             raise ValueError(f"expected logits [N, C, ...], got shape {tuple(logits.shape)}")
@@ -106,7 +118,7 @@ class MemberAverage:
             )
         dtype = torch.float32 if logits.device.type == "mps" else torch.float64
         if torch.is_grad_enabled() and logits.requires_grad:
-            probs, member_entropy = _softmax_and_entropy(logits.to(dtype))
+            probs, member_entropy = softmax_and_entropy(logits.to(dtype))
             if self._prob_sum is None:
                 self._prob_sum, self._entropy_sum = probs, member_entropy
             else:
@@ -124,7 +136,7 @@ class MemberAverage:
         prob_sum = self._prob_sum.view(flat.shape)
         entropy_sum = self._entropy_sum.view(flat.shape[0], flat.shape[2])
         for chunk, (shifted, exp) in self._chunks():
-            probs, member_entropy = _softmax_and_entropy(shifted.copy_(flat[chunk]), out=exp)
+            probs, member_entropy = softmax_and_entropy(shifted.copy_(flat[chunk]), out=exp)
             if first:
                 prob_sum[chunk].copy_(probs)
             else:
@@ -164,14 +176,14 @@ class MemberAverage:
         return mean.clamp(min=torch.finfo(mean.dtype).tiny).log().float()
 
     def score(self, kind: str) -> Tensor:
-        """float32 [N, ...]: ``entropy`` (predictive), ``mutual_information`` or ``max_prob``.
+        """float32 [N, ...]: ``entropy`` (predictive), ``mutual_information`` or ``max_softmax``.
 
-        ``max_prob`` is 1 - max_c mean_t p_tc, the maximum-softmax score of the averaged
+        ``max_softmax`` is 1 - max_c mean_t p_tc, the maximum-softmax score of the averaged
         prediction.
         """
         check_score(kind, SCORES, "MemberAverage")
         self._check_not_empty()
-        if kind == "max_prob":
+        if kind == "max_softmax":
             return (1 - self._prob_sum.amax(dim=1) / self.count).float()
         predictive = self._predictive_entropy()
         if kind == "entropy":
@@ -181,16 +193,13 @@ class MemberAverage:
     def _predictive_entropy(self) -> Tensor:
         """H[mean_t p_t], [N, ...] in the accumulation dtype."""
         if torch.is_grad_enabled() and self._prob_sum.requires_grad:
-            return entropy(self._prob_sum / self.count, dim=1)
+            return entropy_from_probs(self._prob_sum / self.count, dim=1)
         flat = self._prob_sum.view(_flat(self._prob_sum.shape))
         result = torch.empty_like(self._entropy_sum)
         flat_result = result.view(flat.shape[0], flat.shape[2])
-        tiny = torch.finfo(flat.dtype).tiny
         for chunk, (mean, terms) in self._chunks():
             torch.div(flat[chunk], self.count, out=mean)
-            # -p log p with 0 log 0 = 0 (p = 0 meets log(tiny)); cheaper than xlogy on a CPU
-            torch.clamp(mean, min=tiny, out=terms).log_().mul_(mean)
-            torch.sum(terms, dim=1, out=flat_result[chunk[0], chunk[2]]).neg_()
+            entropy_from_probs(mean, dim=1, work=terms, out=flat_result[chunk[0], chunk[2]])
         return result
 
     def _check_not_empty(self) -> None:
@@ -208,22 +217,3 @@ def _check_members(probs: Tensor) -> None:
         raise ValueError(
             f"expected member probabilities [T, N, C, ...], got shape {tuple(probs.shape)}"
         )
-
-
-def _softmax_and_entropy(logits: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(softmax, its entropy) along dim 1 of logits [N, C, ...]: [N, C, ...] and [N, ...].
-
-    With ``out`` (a tensor of the logits' shape and dtype) it works in place: ``logits`` is
-    overwritten and the probabilities are written into ``out``. Without, it is out of place
-    and differentiable.
-    """
-    in_place = out is not None
-    top = logits.amax(dim=1, keepdim=True)
-    # Clamped so that a class of logit -inf adds 0 * (-1e4) = 0, not 0 * (-inf) = NaN.
-    shifted = logits.sub_(top).clamp_(min=-1e4) if in_place else (logits - top).clamp(min=-1e4)
-    exp = torch.exp(shifted, out=out) if in_place else shifted.exp()
-    total = exp.sum(dim=1, keepdim=True)
-    weighted = (shifted.mul_(exp) if in_place else shifted * exp).sum(dim=1)
-    member_entropy = total[:, 0].log() - weighted / total[:, 0]
-    probs = exp.mul_(total.reciprocal()) if in_place else exp / total
-    return probs, member_entropy

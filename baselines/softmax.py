@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from fsbench.heads import AnomalyHead, device_of
+from fsbench.heads import AnomalyHead, device_of, entropy_from_logits
 from fsbench.models import SegOutput
 
 
@@ -36,13 +36,14 @@ class MaxSoftmax(AnomalyHead):
 
 
 class SoftmaxEntropy(AnomalyHead):
-    """Entropy of the softmax distribution, in nats: -sum_c p_c log p_c, in [0, log C]."""
+    """Entropy of the softmax distribution, in nats: -sum_c p_c log p_c, in [0, log C].
+
+    Computed by :func:`fsbench.heads.entropy_from_logits` (log-sum-exp form, float32 at least).
+    """
 
     @staticmethod
     def from_logits(logits: Tensor) -> Tensor:
-        if logits.device.type == "cpu":
-            return _entropy_by_class(logits)
-        return _entropy_vectorised(logits)
+        return entropy_from_logits(logits)
 
     def score(self, out: SegOutput) -> Tensor:
         return self.from_logits(out.logits)
@@ -83,11 +84,12 @@ class Energy(AnomalyHead):
 
 
 # On the CPU, reductions over the class dimension of [N, C, H, W] read C planes H*W apart, and
-# the vectorised formulas above make several such passes plus full-size temporaries (max softmax:
-# 310 ms for 19 x 512 x 1024 on one core, 15% of a ResNet-18 forward). Accumulating one class
-# plane at a time keeps every pass contiguous and cache-sized: 3-4x faster, same values (within
-# float32 rounding; tests/test_fast_heads.py). GPUs keep the vectorised forms: one kernel per
-# step instead of C.
+# the vectorised formulas make several such passes plus full-size temporaries, a noticeable
+# share of a small segmenter's forward. Accumulating one class plane at a time keeps every pass
+# contiguous and cache-sized, which is several times faster there, with the same values (within
+# float32 rounding; tests/test_fast_heads.py; figures in benchmarks/README.md). GPUs keep the
+# vectorised forms: one kernel per step instead of C. (The entropy does the same in
+# fsbench.heads.entropy_from_logits.)
 
 
 def _max_softmax_vectorised(logits: Tensor) -> Tensor:
@@ -97,11 +99,6 @@ def _max_softmax_vectorised(logits: Tensor) -> Tensor:
     is_max.scatter_(1, shifted.argmax(dim=1, keepdim=True), 1)
     rest = shifted.exp().masked_fill_(is_max, 0.0).sum(dim=1)
     return (rest / (1 + rest)).float()
-
-
-def _entropy_vectorised(logits: Tensor) -> Tensor:
-    log_probs = torch.log_softmax(logits, dim=1)
-    return (-(log_probs.exp() * log_probs).sum(dim=1)).float()
 
 
 def _energy_vectorised(logits: Tensor, temperature: float) -> Tensor:
@@ -119,19 +116,6 @@ def _max_softmax_by_class(logits: Tensor) -> Tensor:
         ties += at_max
     rest += ties
     return rest / (1 + rest)
-
-
-def _entropy_by_class(logits: Tensor) -> Tensor:
-    # H = log S - sum_c e_c d_c / S with d_c = l_c - max l, e_c = exp(d_c), S = sum_c e_c.
-    top = logits.amax(dim=1)
-    total = torch.zeros_like(top, dtype=torch.float32)
-    weighted = torch.zeros_like(total)
-    for c in range(logits.shape[1]):
-        shifted = (logits[:, c] - top).float()
-        exp = shifted.exp()
-        total += exp
-        weighted += exp * shifted
-    return total.log() - weighted / total
 
 
 def _energy_by_class(logits: Tensor, temperature: float) -> Tensor:

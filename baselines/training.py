@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsbench.heads import AnomalyHead, device_of
+from fsbench.heads import AnomalyHead, device_of, entropy_from_logits
 from fsbench.models import SegOutput
 
 IGNORE = 255
@@ -99,7 +99,8 @@ class OutlierExposure(AnomalyHead):
     so ``weight`` = 3 reproduces their ratio (default 0.5 as in Hendrycks et al.). The score, on
     the segmenter trained this way (higher = more anomalous), is one of:
 
-    * ``entropy`` (Chan et al.): the softmax entropy -sum_c p_c log p_c in nats, in [0, log C];
+    * ``entropy`` (Chan et al.): the softmax entropy -sum_c p_c log p_c in nats, in [0, log C]
+      (:func:`fsbench.heads.entropy_from_logits`, as the ``entropy`` head computes it);
     * ``max_softmax``: the log-odds of the top class being wrong, log((1 - p_max) / p_max) =
       logsumexp_{c != top} l_c - l_top, in (-inf, log(C - 1)]: a strictly increasing function of
       1 - max softmax, so AP, FPR95 and AUROC are those of 1 - max softmax. It is computed in log
@@ -134,11 +135,9 @@ class OutlierExposure(AnomalyHead):
         return self.weight * uniform_ce[outlier].mean()
 
     def score(self, out: SegOutput) -> Tensor:
-        logits = out.logits.float()
         if self.score_kind == "entropy":
-            log_probs = F.log_softmax(logits, dim=1)
-            return -(log_probs.exp() * log_probs).sum(dim=1)
-        return self.max_softmax_log_odds(logits)
+            return entropy_from_logits(out.logits)
+        return self.max_softmax_log_odds(out.logits.float())
 
     @staticmethod
     def max_softmax_log_odds(logits: Tensor) -> Tensor:

@@ -7,7 +7,7 @@
   two-stage selection (top-k within groups of ``m`` bank entries, then top-k of the group
   winners: exact, since each of the row's k smallest is among its group's k smallest), in
   float32 and float16.
-* ``per_image``: :func:`fsbench.metrics.anomaly.per_image_ap` on ``--images`` score maps of
+* ``per_image``: :func:`fsbench.metrics.per_image.per_image_metrics` on ``--images`` score maps of
   ``--pixels`` pixels, and its steps one by one.
 
 Each line prints milliseconds (mean of ``--rounds`` after a warm-up) and, for the selections,
@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from baselines.density import smallest_k
-from fsbench.metrics.anomaly import per_image_ap
+from baselines.knn import smallest_k
+from fsbench.metrics.per_image import per_image_metrics
 
 
 def timed(function, device: torch.device, rounds: int) -> float:
@@ -89,8 +89,8 @@ def section_per_image(args, device: torch.device) -> None:
     shape = (args.images, args.pixels)
     target = (torch.rand(shape, device=device, generator=generator) < 0.05).to(torch.uint8)
     score = torch.randn(shape, device=device, generator=generator) + target
-    ms = timed(lambda: per_image_ap(score, target), device, args.rounds)
-    print(f"per_image_ap [{args.images}x{args.pixels}]: {ms:.2f} ms")
+    ms = timed(lambda: per_image_metrics(score, target), device, args.rounds)
+    print(f"per_image_metrics [{args.images}x{args.pixels}]: {ms:.2f} ms")
     ordered, order = torch.sort(score, dim=1, descending=True)
     positive = target == 1
     tps = torch.cumsum(positive.gather(1, order), dim=1, dtype=torch.int64)

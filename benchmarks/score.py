@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fsbench.cli.score import _parser, score_maps
 from fsbench.data.anomaly_sets import SegmentMeIfYouCan
 from fsbench.data.check import read_label
-from fsbench.score import _parser, score_maps
 
 
 def write_tree(folder: Path, frames: int, height: int, width: int) -> list[str]:
@@ -45,7 +45,7 @@ def write_tree(folder: Path, frames: int, height: int, width: int) -> list[str]:
         Image.fromarray(label).save(track / "labels_masks" / f"{name}_labels_semantic.png")
         # The scorer reads labels only; a small image keeps the tree quick to write.
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(track / "images" / f"{name}.png")
-        score = rng.random((height, width), dtype=np.float32) * 0.7 + 0.3 * (label == 1)
+        score = rng.random((height, width), dtype=np.float32) * 0.7 + np.float32(0.3) * (label == 1)
         np.save(folder / "pred" / f"{name}.npy", score)
     return names
 

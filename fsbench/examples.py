@@ -20,15 +20,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fsbench.heads import AnomalyHead, device_of, resize_score
-from fsbench.metrics.anomaly import per_image_ap
+from fsbench.metrics.per_image import per_image_metrics
 
 FIGURE_RANKING_STRIDE = 4  # per-image AP on every 4th pixel of each row and column ranks frames
 
 
 def exact_ap(score: Any, anomaly: Any) -> float:
     """The exact AP of one frame (NaN without both classes) from its score and anomaly maps."""
-    ap, _ = per_image_ap(torch.as_tensor(score)[None], torch.as_tensor(anomaly)[None])
-    return float(ap[0])
+    values = per_image_metrics(torch.as_tensor(score)[None], torch.as_tensor(anomaly)[None])
+    return float(values["ap"][0])
 
 
 def pick_worst_best(per_image_ap: Sequence[float], k: int) -> tuple[list[int], list[int]]:

@@ -9,13 +9,28 @@ from pathlib import Path
 from typing import Any
 
 PROTOCOL = "fishyscapes"
-PROTOCOL_DESCRIPTION = (
-    "Fishyscapes pixel metrics: pooled over all pixels of all images, void (255) dropped, "
-    "ties exact, scores binned at a relative width of 1.2e-4 (AP within ~1e-5 of the exact sort "
-    "on continuous scores; each result's bound is in results.json under `binning`), "
-    "AP as in scikit-learn (step sum), "
-    "FPR at the first threshold with TPR >= 0.95"
-)
+# The one text of each protocol (torch-free: fsbench-report's leaderboard imports it).
+#: Protocol name -> one line saying what it computes (printed in every result file).
+PROTOCOLS: dict[str, str] = {
+    "fishyscapes": (
+        "Fishyscapes pixel metrics: pooled over all valid pixels of all frames, void (255) "
+        "dropped, anomaly-free frames kept, scores cast to float32, ties exact, scores binned at "
+        "a relative width of 1.2e-4 (AP within ~1e-5 of the exact sort on continuous scores; each "
+        "result's bound is in results.json under `binning`), AP as in scikit-learn (step sum), "
+        "FPR at the first threshold with TPR >= 0.95"
+    ),
+    "smiyc": (
+        "SegmentMeIfYouCan toolkit: float16 scores, per-frame histograms on quantile edges "
+        "(384 of the anomaly + 384 of the inlier scores), merged, as at toolkit commit {commit}; "
+        "component metrics (sIoU_gt, PPV, mean F1) at the toolkit's best-F1 threshold"
+    ),
+    "per_image": (
+        "per-frame exact AP / FPR95 / AUROC (float32, void dropped), then their mean and "
+        "distribution over the frames that hold both classes"
+    ),
+}
+
+PROTOCOL_DESCRIPTION = PROTOCOLS[PROTOCOL]
 
 
 def _percent(value: float | None) -> str:
@@ -56,6 +71,78 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
         notes.append("Anomaly pixel fraction (the AP of a random scorer): " + ", ".join(prevalence))
     notes += binning_notes(results)
     return "\n".join(lines + notes)
+
+
+#: protocol -> the columns of its table: (header, how to read the cell from a result).
+PROTOCOL_COLUMNS: dict[str, list[tuple[str, Any]]] = {
+    "fishyscapes": [
+        ("AP ↑", lambda v: v.get("ap")),
+        ("FPR95 ↓", lambda v: v.get("fpr95")),
+        ("AUROC ↑", lambda v: v.get("auroc")),
+    ],
+    "smiyc": [
+        ("AP ↑", lambda v: v.get("ap")),
+        ("FPR95 ↓", lambda v: v.get("fpr95")),
+        ("AUROC ↑", lambda v: v.get("auroc")),
+        ("sIoU gt ↑", lambda v: (v.get("components") or {}).get("siou_gt")),
+        ("PPV ↑", lambda v: (v.get("components") or {}).get("ppv")),
+        ("mean F1 ↑", lambda v: (v.get("components") or {}).get("mean_f1")),
+    ],
+    "per_image": [
+        ("mean AP ↑", lambda v: v.get("ap")),
+        ("median AP ↑", lambda v: (v.get("ap_quantiles") or {}).get("50")),
+        ("mean FPR95 ↓", lambda v: v.get("fpr95")),
+        ("mean AUROC ↑", lambda v: v.get("auroc")),
+    ],
+}
+
+
+def protocol_table(
+    protocol: str, rows: list[tuple[str, dict[str, Any]]], description: str, label: str = "head"
+) -> str:
+    """A Markdown table of one protocol: a row per (label, result), the protocol in the header.
+
+    ``fsbench score`` (one row: the dataset) and ``evaluate.py`` (a row per head and dataset)
+    both print their non-Fishyscapes protocols with it. Undefined results (``{"error": ...}``)
+    show dashes and their message below the table.
+    """
+    columns = PROTOCOL_COLUMNS[protocol]
+    header = [f"protocol `{protocol}`: {label}"] + [name for name, _ in columns]
+    extra = {"smiyc": "threshold", "per_image": "frames scored"}.get(protocol)
+    header += [extra] if extra else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes = []
+    for name, values in rows:
+        cells = [name] + [_percent(read(values)) for _, read in columns]
+        if protocol == "smiyc":
+            threshold = (values.get("components") or {}).get("threshold")
+            cells.append("–" if threshold is None else f"{threshold:.6g}")
+        elif protocol == "per_image":
+            cells.append(str(values.get("n_frames", "–")))
+        lines.append("| " + " | ".join(cells) + " |")
+        if "error" in values:
+            notes.append(f"{name}: {values['error']}")
+        components = values.get("components") or {}
+        if "error" in components:
+            notes.append(f"{name}, component metrics: {components['error']}")
+        notes += [f"{name}, component metrics: {m}" for m in components.get("undefined", [])]
+    lines += ["", f"Protocol `{protocol}`: {description}. Values in %."]
+    return "\n".join(lines + [f"- {note}" for note in notes])
+
+
+def protocol_tables(payload: dict[str, Any]) -> list[str]:
+    """The tables of every protocol besides ``fishyscapes`` in an evaluation's results."""
+    tables = []
+    for protocol, description in (payload.get("protocols") or {}).items():
+        if protocol == PROTOCOL:
+            continue
+        rows = [
+            (f"{head} / {dataset}", values)
+            for head, entry in payload["results"].items()
+            for dataset, values in (entry.get("protocols") or {}).get(protocol, {}).items()
+        ]
+        tables.append(protocol_table(protocol, rows, description, "head / dataset"))
+    return tables
 
 
 def binning_notes(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -105,7 +192,11 @@ def write_results(directory: str | Path, payload: dict[str, Any]) -> str:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_json_atomic(directory / "results.json", payload)
-    table = results_table(payload["results"])
+    tables = []
+    if PROTOCOL in (payload.get("protocols") or {PROTOCOL: ""}):
+        tables.append(results_table(payload["results"]))
+    tables += protocol_tables(payload)
+    table = "\n\n".join(tables)
     (directory / "results.md").write_text(
         f"# fsbench results\n\ncheckpoint: `{payload.get('checkpoint')}`\n\n{table}\n"
     )

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from fsbench.data import SegmentationDataModule
 from fsbench.heads import AnomalyHead
 from fsbench.lit import AnomalyEvaluation
+from fsbench.metrics.suite import protocol_config
 from fsbench.models import SegOutput
 
 FRAMES, INLIER_FRAMES, BATCH = (
@@ -46,7 +47,9 @@ class StoredScores(Dataset):
         shape = (self.height, self.width)
         score = rng.normal(size=shape).astype(np.float32)
         second = rng.normal(size=shape).astype(np.float32)
-        labels = (rng.random(shape) < 0.1).astype(np.uint8)  # anomaly: 10% of the pixels
+        # anomaly: 10% of 4x4 blocks, so that the smiyc protocol finds components
+        blocks = rng.random((self.height // 4, self.width // 4)) < 0.1
+        labels = np.kron(blocks, np.ones((4, 4))).astype(np.uint8)
         if self.key == "label":  # train ids of the 2-class "segmenter": its argmax, 10% flipped
             labels = (second > score).astype(np.uint8) ^ labels
         labels[rng.random(shape) < 0.05] = 255  # void
@@ -124,6 +127,13 @@ def main(devices: int, out: str) -> None:
         anomaly_datasets=["anomaly", "single"],
         inlier_dataset="inlier",
         per_image=True,
+        # every protocol: the smiyc curve, its components and the per-image values are
+        # concatenated across processes, the histograms summed
+        protocols={
+            "fishyscapes": protocol_config("fishyscapes"),
+            "smiyc": protocol_config("smiyc", {"track": "obstacle"}),  # components >= 10 px
+            "per_image": protocol_config("per_image"),
+        },
     )
     trainer = L.Trainer(
         accelerator="cpu",

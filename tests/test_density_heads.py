@@ -16,14 +16,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
-from baselines.density import (
-    ClassConditionalGaussian,
-    FeatureReservoir,
-    FlowDensity,
-    KNNDensity,
-    RealNVP,
-)
-from fsbench.heads import AnomalyHead
+from baselines.flow import FlowDensity, RealNVP
+from baselines.gaussian import ClassConditionalGaussian
+from baselines.knn import KNNDensity
+from fsbench.heads import AnomalyHead, FeatureReservoir
 from fsbench.models import Segmenter, SegOutput
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -449,6 +445,28 @@ def test_heads_score_at_image_resolution_and_survive_a_state_dict_round_trip(
         assert torch.equal(fresh(segmenter, images).score, prediction.score)
 
 
+def test_state_dict_keys_and_the_former_module_path_are_unchanged(segmenter, image_batches):
+    """Checkpoint compatibility of the split into one module per head: the same state dict
+    keys as before, and ``baselines.density.*`` (old run configs' ``_target_``) still builds the
+    same classes."""
+    from baselines import density
+
+    keys = {
+        ClassConditionalGaussian: ["class_ids", "class_means", "covariance", "whitener"],
+        KNNDensity: ["bank"],
+        FlowDensity: ["feature_mean", "projection"],
+    }
+    for cls, names in keys.items():
+        assert list(cls().state_dict()) == names, cls.__name__
+        assert getattr(density, cls.__name__) is cls
+        assert type(instantiate({"_target_": f"baselines.density.{cls.__name__}"})) is cls
+    assert density.FeatureReservoir is FeatureReservoir
+    flow = HEADS["flow"]()
+    flow.fit(segmenter, image_batches)
+    assert [key for key in flow.state_dict() if not key.startswith("flow.")] == keys[FlowDensity]
+    assert "flow.couplings.0.mask" in flow.state_dict()
+
+
 @pytest.mark.parametrize("name", list(HEADS))
 def test_fits_without_usable_pixels_are_refused(name, image_batches):
     void = [{**b, "label": torch.full_like(b["label"], 255)} for b in image_batches]
@@ -493,6 +511,6 @@ def test_head_configs_compose_and_match_the_constructor_defaults():
         head = instantiate(cfg.head[name])
         assert type(head) is cls and not head.is_fitted
         defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
-        assert node.pop("_target_") == f"baselines.density.{cls.__name__}"
+        assert node.pop("_target_") == f"baselines.{name}.{cls.__name__}"  # one module per head
         assert node == defaults, name
     assert math.isclose(cfg.head.gaussian.shrinkage, 1e-6)

@@ -129,6 +129,12 @@ def test_summed_states_of_identical_scores_are_bit_identical(tmp_path):
     assert distributed["curves"] == single["curves"]
     values = single["results"]["stored"]["datasets"]["anomaly"]
     assert values["n_anomaly"] > 0 and 0 < values["ap"] < 1 and single["results"]["stored"]["miou"]
+    # The smiyc and per_image protocols, components included, under DDP equal one process.
+    protocols = single["results"]["stored"]["protocols"]
+    assert 0 < protocols["smiyc"]["anomaly"]["ap"] < 1
+    assert protocols["smiyc"]["anomaly"]["components"]["n_gt_components"] > 0
+    assert [frame["name"] for frame in protocols["per_image"]["anomaly"]["worst"]] != []
+    assert protocols["per_image"]["anomaly"]["n_frames"] == 7
 
 
 def test_a_padding_sampler_is_refused_and_too_few_frames_are_named():

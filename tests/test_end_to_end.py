@@ -207,3 +207,40 @@ def test_training_time_head_trains_then_evaluates_and_plain_checkpoint_is_refuse
         f"hydra.run.dir={trained / 'refused'}",
     )
     assert "trained with no training-time head" in output
+
+
+def test_evaluate_protocols_equal_fsbench_score_on_the_saved_maps(trained, tmp_path):
+    """evaluate.py protocol=[...] and fsbench score run one code path: identical numbers."""
+    from fsbench.cli.score import main as score_main
+
+    checkpoint = _train_dir(trained) / "checkpoints" / "last.ckpt"
+    out_dir = trained / "protocols"
+    result = _run(
+        "evaluate.py",
+        trained,
+        f"checkpoint={checkpoint}",
+        "head=max_logit",
+        "protocol=[fishyscapes,smiyc,per_image]",
+        "save_scores=true",
+        "report_images=0",
+        f"hydra.run.dir={out_dir}",
+    )
+    payload = json.loads((out_dir / "results.json").read_text())
+    assert set(payload["protocols"]) == {"fishyscapes", "smiyc", "per_image"}
+    entry = payload["results"]["max_logit"]
+    evaluated = {
+        "fishyscapes": entry["datasets"]["synthetic_anomaly"],
+        **{name: entry["protocols"][name]["synthetic_anomaly"] for name in ("smiyc", "per_image")},
+    }
+    assert "components" in evaluated["smiyc"] and "siou_gt" in evaluated["smiyc"]["components"]
+    assert "protocol `smiyc`" in result.stdout and "protocol `per_image`" in result.stdout
+    maps = out_dir / "scores" / "max_logit" / "synthetic_anomaly"
+    assert len(list(maps.glob("*.npy"))) == 8
+    for protocol, values in evaluated.items():
+        out = tmp_path / protocol
+        argv = [str(maps), "--data", "synthetic_anomaly", "--length", "8", "--size", "64", "128"]
+        assert score_main([*argv, "--protocol", protocol, "--quiet", "--out", str(out)]) == 0
+        scored = json.loads((out / "results.json").read_text())["results"]
+        if protocol == "fishyscapes":  # evaluate also lists the figure's per-image estimates
+            values = {key: value for key, value in values.items() if key != "per_image"}
+        assert scored == values, protocol

@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from fsbench.models import Segmenter, save_segmenter
-from fsbench.runs import evaluate
+from fsbench.pipelines import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTICE = "note: trainer.precision="

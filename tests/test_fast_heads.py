@@ -17,11 +17,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from baselines import softmax
-from baselines.density import KNNDensity, smallest_k
+from baselines.knn import KNNDensity, smallest_k
 from baselines.softmax import (
     MaxSoftmax,
+    SoftmaxEntropy,
     dilated_gaussian_smoothing,
 )
+from fsbench.heads import entropy_from_logits, softmax_and_entropy
 from fsbench.models import SegOutput
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -209,7 +211,8 @@ def test_softmax_family_cpu_by_class_and_vectorised_forms_match_float64():
     expected = _softmax_family_references(logits)
     forms = {
         "max_softmax": (softmax._max_softmax_by_class, softmax._max_softmax_vectorised),
-        "entropy": (softmax._entropy_by_class, softmax._entropy_vectorised),
+        # fsbench's one entropy: class planes on the CPU, the whole tensor (GPUs' form) otherwise
+        "entropy": (entropy_from_logits, lambda x: softmax_and_entropy(x)[1]),
         "energy": (
             lambda x: softmax._energy_by_class(x, 2.0),
             lambda x: softmax._energy_vectorised(x, 2.0),
@@ -229,3 +232,4 @@ def test_softmax_family_cpu_by_class_and_vectorised_forms_match_float64():
     np.testing.assert_allclose(by_class[tiny], expected["max_softmax"][tiny], rtol=1e-5)
     # CPU inputs take the by-class form.
     assert torch.equal(MaxSoftmax.from_logits(logits), softmax._max_softmax_by_class(logits))
+    assert torch.equal(SoftmaxEntropy.from_logits(logits), entropy_from_logits(logits))

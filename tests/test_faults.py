@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_dir
 
 from fsbench.lit.segmentation import RNG_STATES_KEY, restore_rng_states, rng_states
 from fsbench.models import load_segmenter
+from fsbench.pipelines import evaluate
 from fsbench.report import write_json_atomic
-from fsbench.runs import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 # 16 scenes in batches of 4: an epoch is 4 steps; the kill comes after the first epoch's checkpoint

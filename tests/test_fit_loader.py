@@ -7,7 +7,7 @@ reservoirs that depend on the shuffle); pasted outliers are for training the seg
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from baselines.density import ClassConditionalGaussian
+from baselines.gaussian import ClassConditionalGaussian
 from fsbench.data import OutlierPasting, SegmentationDataModule, SyntheticScenes
 from fsbench.data.datamodule import UnpaddedDistributedSampler
 from fsbench.models import Segmenter

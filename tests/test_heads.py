@@ -15,7 +15,13 @@ from baselines.softmax import (
     dilated_gaussian_smoothing,
     suppress_boundaries,
 )
-from fsbench.heads import AnomalyHead, AnomalyPrediction
+from fsbench.heads import (
+    AnomalyHead,
+    AnomalyPrediction,
+    entropy_from_logits,
+    entropy_from_probs,
+    softmax_and_entropy,
+)
 from fsbench.models import SegOutput
 
 # Two pixels, three classes: a uniform pixel and a confident one.
@@ -56,6 +62,44 @@ def test_entropy_is_finite_for_extreme_logits():
     logits = torch.tensor([1000.0, -1000.0, 0.0]).reshape(1, 3, 1, 1)
     score = SoftmaxEntropy().score(_out(logits))
     assert torch.isfinite(score).all() and score.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_one_entropy_from_logits_and_from_probabilities_on_every_path():
+    """fsbench.heads' entropy: the CPU's class planes, the whole tensor (GPUs' form), in place
+    (MemberAverage's buffers) and -sum p log p of the probabilities agree, also for a class of
+    logit -inf (0 log 0 = 0), float16 logits (computed in float32) and under autograd."""
+    logits = torch.randn(2, 7, 3, 5, generator=torch.Generator().manual_seed(0)) * 4
+    logits[0, 3, 1, 2] = -math.inf
+    probs = torch.softmax(logits.double(), dim=1)
+    expected = -(probs * probs.clamp(min=1e-300).log()).sum(dim=1)
+    planes = entropy_from_logits(logits)
+    whole_probs, whole = softmax_and_entropy(logits)
+    work, out = logits.clone(), torch.empty_like(logits)
+    in_place_probs, in_place = softmax_and_entropy(work, out=out)
+    assert planes.dtype == torch.float32 and planes.shape == (2, 3, 5)
+    for found in (planes, whole, in_place, entropy_from_probs(probs)):
+        assert torch.isfinite(found).all()
+        torch.testing.assert_close(found.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(whole_probs.double(), probs, rtol=1e-5, atol=1e-7)
+    assert in_place_probs is out  # times 1 / S in place, divided by S out of place: rounding
+    torch.testing.assert_close(in_place_probs, whole_probs, rtol=1e-6, atol=0)
+    terms, into = torch.empty_like(probs), torch.empty_like(expected)
+    assert entropy_from_probs(probs, work=terms, out=into) is into
+    torch.testing.assert_close(into, entropy_from_probs(probs), rtol=0, atol=0)
+    half = logits.clamp(min=-60).half()
+    torch.testing.assert_close(
+        entropy_from_logits(half), entropy_from_logits(half.float()), rtol=0, atol=0
+    )
+    leaf = logits.clone().requires_grad_()
+    with_grad = entropy_from_logits(leaf)
+    with_grad.sum().backward()
+    assert torch.equal(with_grad.detach(), planes) and torch.isfinite(leaf.grad).all()
+    # The gradient of H: dH/dl_c = -p_c (log p_c + H).
+    p = probs.float()
+    grad = -p * (p.clamp(min=1e-30).log() + expected.float()[:, None])
+    torch.testing.assert_close(leaf.grad, grad, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match=r"expected logits \[N, C, \.\.\.\]"):
+        entropy_from_logits(torch.zeros(3))
 
 
 def test_max_logit_is_negative_maximum():

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from fsbench.loggers import make_loggers, show_progress
-from fsbench.runs import train
+from fsbench.pipelines import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
-from baselines.density import ClassConditionalGaussian
+from baselines.gaussian import ClassConditionalGaussian
 from baselines.softmax import MaxLogit
 from fsbench.data import SegmentationDataModule
 from fsbench.heads import AnomalyHead
@@ -150,7 +150,7 @@ def test_unknown_logger_lists_the_available_ones(tmp_path):
 
 
 def test_input_errors_print_one_message_and_exit_1(capsys, monkeypatch):
-    from fsbench.runs import report_input_errors
+    from fsbench.pipelines import report_input_errors
 
     def missing():
         raise FileNotFoundError("checkpoint x.ckpt does not exist; pass checkpoint=PATH")
@@ -203,7 +203,7 @@ def test_train_names_its_unset_value_too(tmp_path):
 
 
 def test_unset_value_outside_the_data_config_is_named():
-    from fsbench.runs import check_mandatory_values
+    from fsbench.pipelines import check_mandatory_values
 
     cfg = _compose("head=ensemble")
     with pytest.raises(ValueError, match=r"^head\.ensemble\.checkpoints has no value") as error:
@@ -215,7 +215,7 @@ def test_unset_value_outside_the_data_config_is_named():
 def test_a_missing_value_read_later_is_one_message_too(capsys):
     from omegaconf import OmegaConf
 
-    from fsbench.runs import report_input_errors
+    from fsbench.pipelines import report_input_errors
 
     cfg = OmegaConf.create({"data": {"root": "???", "train": {"root": "${..root}"}}})
     with pytest.raises(SystemExit):

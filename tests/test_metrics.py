@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 
 import numpy as np
@@ -16,6 +17,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+import fsbench.metrics.anomaly as anomaly_module
 from fsbench.metrics import (
     AnomalyMetrics,
     SegmentationMetrics,
@@ -27,9 +29,10 @@ from fsbench.metrics.anomaly import (
     BinningWarning,
     bin_lower_edges,
     binning_bounds,
-    per_image_ap,
+    histogram_slots,
     score_bins,
 )
+from fsbench.metrics.per_image import per_image_metrics
 
 KEYS = ("ap", "auroc", "fpr95")
 
@@ -535,6 +538,171 @@ def test_histogram_bins_preserve_the_order_of_float32_scores():
     assert torch.equal(score_bins(edges), bins)  # each edge falls in its own bin
 
 
+def numpy_histogram(score: np.ndarray, target: np.ndarray, bits: int) -> np.ndarray:
+    """The [2, 2**bits] counts AnomalyMetrics must hold, from the float32 bit patterns in numpy.
+
+    Written independently of fsbench: -0.0 becomes +0.0, a negative float's pattern is
+    inverted and a positive one gets its sign bit set (an unsigned integer of the floats' order),
+    its top ``bits`` bits are the bin; rows are counted with numpy.bincount.
+    """
+    pattern = np.ascontiguousarray(score, dtype=np.float32).reshape(-1).view(np.uint32)
+    pattern = np.where(pattern == 0x80000000, np.uint32(0), pattern)
+    negative = pattern >> np.uint32(31) == 1
+    key = np.where(negative, ~pattern, pattern | np.uint32(0x80000000))
+    bins = (key >> np.uint32(32 - bits)).astype(np.int64)
+    target = np.asarray(target).reshape(-1)
+    return np.stack([np.bincount(bins[target == row], minlength=2**bits) for row in (0, 1)])
+
+
+def binning_cases(rng) -> tuple[np.ndarray, np.ndarray]:
+    """float32 scores [3, 50, 60] hitting the binning's corners, labels 0 / 1 / 255."""
+    target = (rng.random((3, 50, 60)) < 0.3).astype(np.uint8)
+    target[rng.random(target.shape) < 0.2] = 255
+    score = (rng.normal(size=target.shape) * 10.0 ** rng.integers(-40, 37, target.shape)).astype(
+        np.float32
+    )
+    flat = score.reshape(-1)
+    n = flat.size // 8
+    # lower edges of finite 10-bit bins (edges at every width tested) and their float32
+    # neighbours, both signs; the outermost 2 bins of 10 bits hold the non-finite floats
+    edges = bin_lower_edges(torch.from_numpy(rng.integers(2, 2**10 - 2, n)), 10).numpy()
+    flat[:n] = edges * np.where(rng.random(n) < 0.5, -1, 1).astype(np.float32)
+    with np.errstate(over="ignore"):  # the neighbours of +-3.4e38 beyond it are inf
+        flat[n : 2 * n] = np.nextafter(flat[:n], np.float32(np.inf))
+        flat[2 * n : 3 * n] = np.nextafter(flat[:n], np.float32(-np.inf))
+    flat[~np.isfinite(flat)] = 0.0
+    special = [0.0, -0.0, 1e-45, -1e-45, 1.2e-38, -1.2e-38, 3.4e38, -3.4e38, 1.0, -1.0]
+    flat[3 * n : 3 * n + len(special)] = special
+    flat[3 * n + 20 : 4 * n] = np.round(flat[3 * n + 20 : 4 * n], 1)  # ties
+    # non-finite scores on void pixels are allowed (and must not be counted)
+    void = np.flatnonzero(target.reshape(-1) == 255)[:5]
+    flat[void] = [np.nan, np.inf, -np.inf, -np.nan, np.nan]
+    return score, target
+
+
+@pytest.mark.parametrize("chunk", [None, 997])  # 997: pixels split into uneven CPU chunks
+@pytest.mark.parametrize("bits", [10, 16, 22])
+@pytest.mark.parametrize("deferred", [False, True])
+def test_update_counts_equal_a_numpy_histogram_of_the_float32_bit_patterns(
+    deferred, bits, chunk, monkeypatch
+):
+    if chunk is not None:
+        monkeypatch.setattr(anomaly_module, "CPU_CHUNK_PIXELS", chunk)
+    rng = np.random.default_rng(bits)
+    score, target = binning_cases(rng)
+    if deferred:  # counted at compute(): meanwhile other labels must add nothing
+        target[rng.random(target.shape) < 0.05] = rng.choice([2, 7, 254])
+    metric = AnomalyMetrics(bin_bits=bits, deferred_checks=deferred)
+    for s, t in zip(score, target, strict=True):  # three updates
+        metric.update(torch.from_numpy(s), torch.from_numpy(t))
+    expected = numpy_histogram(score, target, bits)
+    assert metric.counts.dtype == torch.int64
+    np.testing.assert_array_equal(metric.counts.numpy(), expected)
+    # the same binning on torch tensors, as a GPU runs it
+    slots, weight = histogram_slots(torch.from_numpy(score), torch.from_numpy(target), bits)
+    on_tensors = torch.zeros(2 * 2**bits, dtype=torch.int64).index_add_(0, slots, weight)
+    np.testing.assert_array_equal(on_tensors.view(2, -1).numpy(), expected)
+    # score_bins is the binning the histogram uses
+    valid = target <= 1
+    bins = score_bins(torch.from_numpy(score[valid]), bits).numpy()
+    rows = target[valid].astype(np.int64)
+    np.testing.assert_array_equal(
+        np.stack([np.bincount(bins[rows == r], minlength=2**bits) for r in (0, 1)]), expected
+    )
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+@pytest.mark.parametrize(
+    "score_dtype, target_dtype",
+    [
+        (torch.float64, torch.int64),
+        (torch.float16, torch.int32),
+        (torch.bfloat16, torch.uint8),
+        (torch.float32, torch.bool),
+        (torch.float32, torch.float32),  # labels numpy does not read: the torch passes
+    ],
+)
+def test_update_counts_any_score_and_label_dtype_like_float32(deferred, score_dtype, target_dtype):
+    rng = np.random.default_rng(1)
+    target = rng.random((2, 30, 40)) < 0.4
+    score = rng.normal(size=target.shape) * 10.0 ** rng.integers(-3, 4, target.shape)
+    score_t = torch.from_numpy(score).to(score_dtype)
+    target_np = target.astype(np.uint8)
+    if target_dtype != torch.bool:
+        target_np[rng.random(target.shape) < 0.2] = 255
+    metric = AnomalyMetrics(deferred_checks=deferred)
+    metric.update(score_t[:, ::2], torch.from_numpy(target_np).to(target_dtype)[:, ::2])
+    expected = numpy_histogram(score_t[:, ::2].float().numpy(), target_np[:, ::2], 22)
+    np.testing.assert_array_equal(metric.counts.numpy(), expected)
+
+
+def test_non_finite_scores_fill_only_the_outermost_bins():
+    bits = 16
+    width = 2 ** (bits - 9)
+    non_finite = torch.tensor([np.inf, -np.inf, np.nan, -np.nan], dtype=torch.float32)
+    finite = torch.tensor([3.4028235e38, -3.4028235e38, 0.0, 1e-45], dtype=torch.float32)
+    bins = score_bins(torch.cat([non_finite, finite]), bits)
+    outer = (bins < width) | (bins >= 2**bits - width)
+    assert outer.tolist() == [True] * 4 + [False] * 4
+
+
+@pytest.mark.parametrize(
+    "score, target, match",
+    [
+        ([0.5, float("nan"), 0.1], [0, 1, 0], "non-finite"),
+        ([0.5, float("inf"), 0.1], [0, 0, 255], "non-finite"),
+        ([0.5, 0.2, 0.1], [0, 2, 1], r"unexpected values \[2\]"),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int64])
+def test_a_refused_batch_leaves_the_histogram_as_it_was(score, target, match, dtype):
+    metric = AnomalyMetrics(bin_bits=12, deferred_checks=False)
+    metric.update(torch.tensor([0.3, -0.7, 0.3]), torch.tensor([1, 0, 255], dtype=dtype))
+    before = metric.counts.clone()
+    with pytest.raises(ValueError, match=match):
+        metric.update(torch.tensor(score), torch.tensor(target, dtype=dtype))
+    assert torch.equal(metric.counts, before)
+    metric.update(torch.tensor([0.3]), torch.tensor([0]))  # and it goes on counting
+    assert int(metric.counts.sum()) == 3
+
+
+# (uint8 labels compare with an ignore_index wrapped to uint8, as torch's == does: -1 is 255)
+@pytest.mark.parametrize(
+    "dtype, ignore_index",
+    [(torch.uint8, v) for v in (255, 100, 2)]
+    + [(d, v) for d in (torch.int16, torch.int64) for v in (255, 2, -1)],
+)
+def test_only_the_void_label_is_dropped_and_any_other_is_refused(dtype, ignore_index):
+    rng = np.random.default_rng(abs(ignore_index))
+    target = (rng.random((2, 20, 30)) < 0.3).astype(np.int64)
+    target[rng.random(target.shape) < 0.2] = ignore_index
+    score = rng.normal(size=target.shape).astype(np.float32)
+    metric = AnomalyMetrics(ignore_index=ignore_index, bin_bits=12, deferred_checks=False)
+    metric.update(torch.from_numpy(score), torch.from_numpy(target).to(dtype))
+    np.testing.assert_array_equal(metric.counts.numpy(), numpy_histogram(score, target, 12))
+    before = metric.counts.clone()
+    for other in (2, 3, 128, 254, 255):
+        if other == ignore_index:
+            continue
+        bad = target.copy()
+        bad[1, 5, 7] = other
+        with pytest.raises(ValueError, match=rf"unexpected values \[{other}\]"):
+            metric.update(torch.from_numpy(score), torch.from_numpy(bad).to(dtype))
+        assert torch.equal(metric.counts, before)
+
+
+def test_copied_and_pickled_metrics_count_into_their_own_histogram():
+    rng = np.random.default_rng(12)
+    target = (rng.random((2, 2, 40, 40)) < 0.3).astype(np.uint8)
+    score = rng.normal(size=target.shape).astype(np.float32)
+    metric = AnomalyMetrics(bin_bits=12)
+    metric.update(torch.from_numpy(score[0]), torch.from_numpy(target[0]))  # work arrays made
+    for copy in (metric.clone(), pickle.loads(pickle.dumps(metric))):
+        copy.update(torch.from_numpy(score[1]), torch.from_numpy(target[1]))
+        np.testing.assert_array_equal(copy.counts.numpy(), numpy_histogram(score, target, 12))
+    np.testing.assert_array_equal(metric.counts.numpy(), numpy_histogram(score[0], target[0], 12))
+
+
 def test_state_size_does_not_grow_with_the_data():
     metric = AnomalyMetrics()
     size = metric.counts.numel() * metric.counts.element_size()
@@ -582,7 +750,8 @@ def test_per_image_ap_with_ties_and_void_equals_scikit_learn_per_image():
     target[4][target[4] != 255] = 1  # only anomaly: AP undefined, fraction 1
     # Scores rounded to one decimal: many ties across both classes.
     score = np.round(rng.normal(size=target.shape) + (target == 1), 1)
-    ap, fraction = per_image_ap(torch.from_numpy(score), torch.from_numpy(target))
+    values = per_image_metrics(torch.from_numpy(score), torch.from_numpy(target))
+    ap, fraction = values["ap"], values["anomaly_fraction"]
     for index in range(3):
         valid = target[index] != 255
         expected = average_precision_score(target[index][valid], score[index][valid])

@@ -16,7 +16,7 @@ from PIL import features
 from published_files import write_published_file
 from test_datasets import _overrides, config_cityscapes, trees  # noqa: F401 (fixtures)
 
-from fsbench.runs import evaluate
+from fsbench.pipelines import evaluate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ROWS = sorted(path.stem for path in (CONF / "experiment" / "reproduce").glob("*.yaml"))

@@ -48,7 +48,7 @@ def _np_scores_from_logits(member_logits: list[np.ndarray]) -> dict[str, np.ndar
     return {
         "entropy": predictive,
         "mutual_information": predictive - _np_entropy(probs, axis=2).mean(axis=0),
-        "max_prob": 1 - mean.max(axis=1),
+        "max_softmax": 1 - mean.max(axis=1),
         "log_mean": np.log(mean),
     }
 
@@ -109,7 +109,7 @@ def test_confident_disagreeing_members_have_entropy_and_mutual_information_ln2()
         average.add(torch.tensor(logits).reshape(1, 2, 1))
     assert average.score("entropy").item() == pytest.approx(math.log(2), abs=1e-6)
     assert average.score("mutual_information").item() == pytest.approx(math.log(2), abs=1e-6)
-    assert average.score("max_prob").item() == pytest.approx(0.5, abs=1e-6)
+    assert average.score("max_softmax").item() == pytest.approx(0.5, abs=1e-6)
 
 
 def test_identical_members_have_no_mutual_information_and_the_softmax_entropy():
@@ -147,7 +147,9 @@ def test_helpers_and_running_average_match_numpy_on_random_members():
         score = average.score(kind)
         assert score.dtype == torch.float32 and score.shape == (2, 3, 3)
         np.testing.assert_allclose(score.numpy(), expected, atol=1e-6)
-    np.testing.assert_allclose(average.score("max_prob").numpy(), 1 - mean.max(axis=1), atol=1e-6)
+    np.testing.assert_allclose(
+        average.score("max_softmax").numpy(), 1 - mean.max(axis=1), atol=1e-6
+    )
     np.testing.assert_allclose(average.log_mean_probs().numpy(), np.log(mean), atol=1e-5)
 
 
@@ -162,7 +164,7 @@ def test_running_average_leaves_its_input_alone_and_handles_minus_inf_and_gradie
         average.add(member)
     assert torch.equal(logits, kept)  # added by copy, even in the accumulation dtype
     expected = _np_scores([logits, logits.flip(-1)])
-    for kind in ("entropy", "mutual_information", "max_prob"):
+    for kind in ("entropy", "mutual_information", "max_softmax"):
         np.testing.assert_allclose(average.score(kind).numpy(), expected[kind], atol=1e-6)
     # With gradients it computes out of place, so backward works and gives the same scores.
     leaf = logits.clone().requires_grad_()
@@ -290,10 +292,10 @@ def test_mc_dropout_without_dropout_is_the_softmax_head_per_image_pixel(sharp, s
     scale = expected.abs().max().item()
     torch.testing.assert_close(entropy.score, expected, rtol=1e-5, atol=1e-5 * scale)
     with torch.no_grad():
-        max_prob = MCDropout(num_samples=2, score="max_prob", dropout=0.0)(segmenter, images)
+        max_softmax = MCDropout(num_samples=2, score="max_softmax", dropout=0.0)(segmenter, images)
     expected = MaxSoftmax().score(out)
     scale = expected.abs().max().item()
-    torch.testing.assert_close(max_prob.score, expected, rtol=1e-5, atol=1e-5 * scale)
+    torch.testing.assert_close(max_softmax.score, expected, rtol=1e-5, atol=1e-5 * scale)
 
 
 def test_mc_dropout_at_feature_resolution_is_the_resized_feature_entropy(sharp, images):
@@ -431,6 +433,21 @@ def test_mc_dropout_scores_odd_image_sizes_at_image_resolution(segmenter, resolu
     _check_prediction(prediction, size=(30, 50))
 
 
+def test_the_old_score_name_max_prob_is_refused_with_its_new_name(member_paths):
+    """``max_prob`` is now ``max_softmax``, the max-softmax head's name for 1 - max_c p_c: no
+    silent alias, the error gives the new name (for both sampling heads and the average)."""
+    message = "score 'max_prob' is now called 'max_softmax'"
+    with pytest.raises(ValueError, match=f"MCDropout {message}"):
+        MCDropout(score="max_prob")
+    with pytest.raises(ValueError, match=f"DeepEnsemble {message}"):
+        DeepEnsemble(member_paths, score="max_prob")
+    average = MemberAverage()
+    average.add(torch.zeros(1, 3, 2, 2))
+    with pytest.raises(ValueError, match=f"MemberAverage {message}"):
+        average.score("max_prob")
+    assert "max_prob" not in sampling.SCORES and "max_prob" not in MCDropout.SCORES
+
+
 def test_mc_dropout_errors():
     no_dropout = _segmenter(0, dropout=0.0)
     with pytest.raises(ValueError, match=r"model\.dropout>0.*head\.mc_dropout\.dropout"):
@@ -459,7 +476,7 @@ def member_paths(tmp_path_factory) -> list[Path]:
     return paths
 
 
-@pytest.mark.parametrize("score", ["entropy", "mutual_information", "max_prob"])
+@pytest.mark.parametrize("score", ["entropy", "mutual_information", "max_softmax"])
 @pytest.mark.parametrize("include_segmenter", [False, True])
 def test_ensemble_matches_numpy_average_of_member_softmax(
     member_paths, segmenter, images, score, include_segmenter
@@ -489,7 +506,7 @@ def test_ensemble_of_confident_disagreeing_members_scores_ln2(tmp_path, images):
         for score, expected in (
             ("entropy", math.log(2)),
             ("mutual_information", math.log(2)),
-            ("max_prob", 0.5),
+            ("max_softmax", 0.5),
         ):
             head = DeepEnsemble(paths, score=score, include_segmenter=False)
             prediction = head(_segmenter(0), images)

@@ -11,16 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from fsbench.cli.score import main
+from fsbench.data.score_maps import match_frames
+from fsbench.metrics.per_image import PerImageMetrics
 from fsbench.metrics.protocols import (
-    PerImageMetrics,
     SmiycPixelCurve,
     fpr_at_tpr_rules,
     trapezoid_aupr,
 )
-from fsbench.score import main, match_frames
 
 SIZE = (64, 96)  # H, W of the fixture frames
 
@@ -173,7 +175,7 @@ def test_per_image_protocol_means_and_worst_frames(tmp_path, smiyc_root):
 
 def test_per_image_without_a_frame_of_both_classes_raises():
     metrics = PerImageMetrics()
-    metrics.update("empty", np.zeros((4, 4), np.float32), np.zeros((4, 4), np.uint8))
+    metrics.update(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.uint8), ["empty"])
     with pytest.raises(ValueError, match="no frame holds both anomaly and inlier pixels"):
         metrics.compute()
 
@@ -359,7 +361,7 @@ def test_score_reproduces_the_evaluation_of_the_same_model(tmp_path):
             score = MaxSoftmax.from_logits(segmenter(item["image"][None]).logits)[0]
             np.save(tmp_path / "pred" / f"{item['name']}.npy", score.numpy())
     out = tmp_path / "out"
-    argv = [str(tmp_path / "pred"), "--data", "synthetic", "--length", "6", "--size", "64",
+    argv = [str(tmp_path / "pred"), "--data", "synthetic_anomaly", "--length", "6", "--size", "64",
             "128", "--out", str(out), "--quiet"]  # fmt: skip
     assert main(argv) == 0
     scored = json.loads((out / "results.json").read_text())["results"]

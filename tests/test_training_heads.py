@@ -303,7 +303,7 @@ def test_train_refuses_post_hoc_heads_and_configs_compose():
             assert cfg.task_name == f"train_{method}"
         cfg = compose("train", overrides=["head=max_softmax"])
         assert not instantiate(cfg.head.max_softmax).trained_with_segmenter
-    from fsbench.runs import train
+    from fsbench.pipelines import train
 
     with pytest.raises(ValueError, match="adds no training loss"):
         train(cfg, "unused")

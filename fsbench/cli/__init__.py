@@ -1,5 +1,5 @@
 """Console scripts: ``fsbench-train`` and ``fsbench-evaluate`` (and the ``train.py`` /
-``evaluate.py`` shims) run the pipelines of :mod:`fsbench.runs` on the configs the package ships.
+``evaluate.py`` shims) run the pipelines of :mod:`fsbench.pipelines` on the packaged configs.
 
 The configs are the package ``fsbench.conf`` (the repository's ``conf/``), found by Hydra as
 ``pkg://fsbench.conf``, so an installed fsbench trains and evaluates from any folder. A folder of
@@ -19,8 +19,8 @@ CONFIG_PATH = "pkg://fsbench.conf"
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 def train(cfg: DictConfig) -> float | None:
     """``fsbench-train [data=...] [model=...] [trainer=...] [seed=...]``: train a segmenter."""
-    from fsbench.runs import report_input_errors
-    from fsbench.runs import train as run
+    from fsbench.pipelines import report_input_errors
+    from fsbench.pipelines import train as run
 
     output_dir = HydraConfig.get().runtime.output_dir
     metrics = report_input_errors(lambda: run(cfg, output_dir))
@@ -30,8 +30,8 @@ def train(cfg: DictConfig) -> float | None:
 @hydra.main(config_path=CONFIG_PATH, config_name="evaluate", version_base="1.3")
 def evaluate(cfg: DictConfig) -> None:
     """``fsbench-evaluate [checkpoint=PATH | model=<family> model.checkpoint=FILE] [head=...]``."""
-    from fsbench.runs import evaluate as run
-    from fsbench.runs import report_input_errors
+    from fsbench.pipelines import evaluate as run
+    from fsbench.pipelines import report_input_errors
 
     output_dir = HydraConfig.get().runtime.output_dir
     report_input_errors(lambda: run(cfg, output_dir))

@@ -28,6 +28,10 @@ Examples::
 
 ``make-anomaly-set`` pastes objects into Cityscapes-layout frames and writes a set in the
 Fishyscapes Static layout (see :mod:`fsbench.data.make_sets`).
+
+``check`` takes ``cityscapes`` and every anomaly set of the data configs
+(:func:`fsbench.registry.anomaly_sets`), with one ``--<name>-root`` option for each second root
+a set's config names; a set generated in memory (``synthetic_anomaly``) takes no ROOT.
 """
 
 from __future__ import annotations
@@ -35,25 +39,93 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-from fsbench.data.anomaly_sets import anomaly_set
-from fsbench.data.check import DatasetError, LabelledImages, check_dataset
+import numpy as np
+
+from fsbench.data.check import VOID, DatasetError, DatasetReport, LabelledImages, check_dataset
 from fsbench.data.cityscapes import Cityscapes
 from fsbench.data.layouts import AUTO, LAYOUTS
+from fsbench.registry import DatasetEntry, anomaly_sets, build_anomaly_set, locate
+
+CITYSCAPES = "cityscapes"
+CITYSCAPES_HELP = "Cityscapes train/val (ROOT holds leftImg8bit/ and gtFine/)"
+GENERATED = "(generated in memory)"
 
 
-def _builders(name: str, args: argparse.Namespace) -> list[Callable[[], LabelledImages]]:
+def _builders(name: str, args: argparse.Namespace) -> list[Callable[[], Any]]:
     """One constructor call per dataset to check (Cityscapes: one per split)."""
-    if name == "cityscapes":
+    if name == CITYSCAPES:
         return [
             partial(Cityscapes, args.root, split=split, labels=args.labels) for split in args.split
         ]
-    options = {"laf_root": args.laf_root, "cityscapes_root": args.cityscapes_root}
+    entry = anomaly_sets()[name]
+    options = {root: getattr(args, root, None) for root in entry.roots}
     options |= {"version": args.version, "layout": args.layout, "label_map": args.label_map}
-    return [partial(anomaly_set, name, args.root, **options)]
+    return [partial(build_anomaly_set, name, args.root, **options)]
+
+
+def _describe(entry: DatasetEntry) -> str:
+    """``Title (layouts ...; --laf-root)``: the ``check`` help of one anomaly set."""
+    facts = []
+    if not entry.reads_files:
+        facts.append("generated in memory, no ROOT")
+    elif entry.name in LAYOUTS:
+        facts.append("layouts " + ", ".join(LAYOUTS[entry.name]))
+    facts += [_option(root) for root in entry.roots]
+    return f"{entry.title} ({'; '.join(facts)})" if facts else entry.title
+
+
+def datasets() -> dict[str, str]:
+    """The names ``check`` takes, with their help: ``cityscapes`` and every anomaly set."""
+    return {CITYSCAPES: CITYSCAPES_HELP} | {
+        name: _describe(entry) for name, entry in anomaly_sets().items()
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """``DATASETS``: :func:`datasets`, computed on access."""
+    if name == "DATASETS":
+        return datasets()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _option(argument: str) -> str:
+    """``laf_root`` -> ``--laf-root``."""
+    return "--" + argument.replace("_", "-")
+
+
+def _argument_text(target: str, argument: str) -> str:
+    """The first sentence of ``argument``'s entry in the ``Args:`` of ``target``'s docstring."""
+    doc = getattr(locate(target), "__doc__", None) or ""
+    lines = doc.expandtabs().splitlines()
+    for index, line in enumerate(lines):
+        if line.strip().startswith(f"{argument}:"):
+            indent = len(line) - len(line.lstrip())
+            text = [line.strip()[len(argument) + 1 :].strip()]
+            for more in lines[index + 1 :]:
+                if not more.strip() or len(more) - len(more.lstrip()) <= indent:
+                    break
+                text.append(more.strip())
+            return " ".join(text).replace("``", "").split(". ")[0].rstrip(".")
+    return ""
+
+
+def _add_root_options(command: argparse.ArgumentParser) -> None:
+    """One ``--<name>-root`` option per second root named by the anomaly sets' configs."""
+    takers: dict[str, list[DatasetEntry]] = {}
+    for entry in anomaly_sets().values():
+        for root in entry.roots:
+            takers.setdefault(root, []).append(entry)
+    for root, entries in sorted(takers.items()):
+        text = _argument_text(entries[0].target, root) or f"the {root} argument of its reader"
+        command.add_argument(
+            _option(root), help=f"{', '.join(e.name for e in entries)}: {text}", default=None
+        )
 
 
 def _label_map(text: str) -> dict[int, int]:
@@ -67,13 +139,17 @@ def _label_map(text: str) -> dict[int, int]:
         ) from error
 
 
-def _add_layout_options(command: argparse.ArgumentParser) -> None:
+def _add_layout_options(command: argparse.ArgumentParser, default: str | None) -> None:
+    """``--layout`` (``default`` None: the set's config, ``auto`` in every shipped one) and
+    ``--label-map``."""
     names = sorted({name for layouts in LAYOUTS.values() for name in layouts})
     command.add_argument(
         "--layout",
-        default=AUTO,
+        default=default,
         choices=[AUTO, *names],
-        help="the on-disk layout to read (default auto: the one found)",
+        help="the on-disk layout to read (default "
+        + ("the set's config: " if default is None else "")
+        + "auto, the one found)",
     )
     command.add_argument(
         "--label-map",
@@ -84,32 +160,29 @@ def _add_layout_options(command: argparse.ArgumentParser) -> None:
     )
 
 
-DATASETS: dict[str, str] = {
-    "cityscapes": "Cityscapes train/val (ROOT holds leftImg8bit/ and gtFine/)",
-    "fs_lost_and_found": "Fishyscapes Lost & Found (ROOT holds DDDD_*_labels.png; --laf-root)",
-    "fs_static": "Fishyscapes Static (ROOT holds fs_val_v3/; --cityscapes-root)",
-    "road_anomaly": "Road Anomaly (ROOT is RoadAnomaly_jpg/)",
-    "smiyc_anomaly": "SegmentMeIfYouCan RoadAnomaly21 (ROOT is or holds dataset_AnomalyTrack/)",
-    "smiyc_obstacle": "SegmentMeIfYouCan RoadObstacle21 (ROOT is or holds dataset_ObstacleTrack/)",
-}
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fsbench.data", description=__doc__.split("\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    names = datasets()
     check = commands.add_parser(
         "check",
         help="validate a dataset tree and print its summary",
-        description="Validate a dataset tree: "
-        + "; ".join(f"{k}: {v}" for k, v in DATASETS.items()),
+        description="Validate a dataset tree: " + "; ".join(f"{k}: {v}" for k, v in names.items()),
     )
-    check.add_argument("name", choices=sorted(DATASETS), metavar="NAME", help=", ".join(DATASETS))
-    check.add_argument("root", metavar="ROOT", help="the dataset's root folder")
-    check.add_argument("--laf-root", help="fs_lost_and_found: Lost and Found root (leftImg8bit/)")
-    check.add_argument("--cityscapes-root", help="fs_static: Cityscapes root (leftImg8bit/)")
-    check.add_argument("--version", type=int, default=3, help="fs_static: 1, 2 or 3 (default 3)")
+    check.add_argument("name", choices=sorted(names), metavar="NAME", help=", ".join(names))
+    check.add_argument(
+        "root",
+        metavar="ROOT",
+        nargs="?",
+        default=None,
+        help="the dataset's root folder (none for a set generated in memory)",
+    )
+    _add_root_options(check)
+    check.add_argument(
+        "--version", type=int, default=None, help="fs_static: 1, 2 or 3 (default: the config's, 3)"
+    )
     check.add_argument(
         "--split",
         nargs="+",
@@ -128,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the folder structure only, without reading the files",
     )
-    _add_layout_options(check)
+    _add_layout_options(check, default=None)
     detect = commands.add_parser(
         "detect", help="say which anomaly sets and layouts a folder holds, and what is missing"
     )
@@ -152,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--laf-root", help="fs_lost_and_found, official source: LAF root")
     convert.add_argument("--cityscapes-root", help="fs_static, official source: Cityscapes root")
     convert.add_argument("--version", type=int, default=3, help="fs_static: 1, 2 or 3")
-    _add_layout_options(convert)
+    _add_layout_options(convert, default=AUTO)
     make = commands.add_parser(
         "make-anomaly-set",
         help="paste objects into Cityscapes-layout frames; write a Fishyscapes Static-like set",
@@ -230,16 +303,56 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _official_needs_root(args: argparse.Namespace) -> bool:
     """Whether ``check`` reads an official Fishyscapes layout (which needs a second root)."""
-    if args.layout not in (AUTO, "official"):
+    defaults = anomaly_sets()[args.name].defaults  # what an option not given leaves
+    layout = args.layout if args.layout is not None else defaults.get("layout", AUTO)
+    if layout not in (AUTO, "official"):
         return False
-    if args.layout == "official":
+    if layout == "official":
         return True
     from fsbench.data.anomaly_sets import fs_label_folder
 
     root = Path(args.root)
     if args.name == "fs_lost_and_found":
         return fs_label_folder(root) is not None and not (root / "laf_images").is_dir()
-    return any((root / f"fs_val_v{args.version}").glob("*_rgb.npz"))
+    version = args.version if args.version is not None else defaults.get("version", 3)
+    return any((root / f"fs_val_v{version}").glob("*_rgb.npz"))
+
+
+def _check_generated(
+    name: str, dataset: Any, scan: bool, progress: Callable[[int, int], None]
+) -> DatasetReport:
+    """The report of an anomaly set generated in memory: with ``scan``, every frame is built and
+    its ``anomaly`` label counted and checked for values other than 0 / 1 / 255."""
+    report = DatasetReport(
+        title=anomaly_sets()[name].title,
+        root=GENERATED,
+        kind="anomaly",
+        n_images=len(dataset),
+        scanned=scan,
+        notes=["nothing is read from disk"],
+    )
+    if not scan:
+        return report
+    counts, resolutions = np.zeros(256, np.int64), Counter()
+    for index in range(len(dataset)):
+        item = dataset[index]
+        label = np.asarray(item["anomaly"], dtype=np.uint8)
+        resolutions[tuple(item["image"].shape[-2:])] += 1
+        frame = np.bincount(label.ravel(), minlength=256)
+        counts += frame
+        if frame[1] == 0:
+            report.without_anomaly.append(item["name"])
+        progress(index + 1, len(dataset))
+    unexpected = [value for value in np.flatnonzero(counts) if value not in (0, 1, VOID)]
+    if unexpected:
+        report.errors.append(f"unexpected anomaly label values {unexpected}")
+    report.resolutions = resolutions
+    report.pixels = {
+        "inlier": int(counts[0]),
+        "anomaly": int(counts[1]),
+        "void": int(counts[VOID]),
+    }
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,6 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+    reads_files = args.name == CITYSCAPES or anomaly_sets()[args.name].reads_files
+    if reads_files and args.root is None:
+        parser.error(f"{args.name} needs ROOT, the dataset's root folder")
+    if not reads_files and args.root is not None:
+        parser.error(f"{args.name} is generated in memory: give no ROOT")
     needs = _official_needs_root(args) if args.name in ("fs_lost_and_found", "fs_static") else 0
     if needs and args.name == "fs_lost_and_found" and not args.laf_root:
         parser.error("fs_lost_and_found needs --laf-root (the Lost and Found root)")
@@ -265,7 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             failed = True
             continue
-        report = check_dataset(dataset, scan=not args.quick, progress=_progress(sys.stderr))
+        if isinstance(dataset, LabelledImages):
+            report = check_dataset(dataset, scan=not args.quick, progress=_progress(sys.stderr))
+        else:
+            report = _check_generated(args.name, dataset, not args.quick, _progress(sys.stderr))
         print(report.summary(), flush=True)
         failed |= not report.ok
     return 1 if failed else 0

@@ -23,6 +23,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import features
@@ -48,6 +49,7 @@ from fsbench.data.layouts import (
     other_layouts_text,
     resolve_layout,
 )
+from fsbench.registry import anomaly_sets, build_anomaly_set
 
 FS_OVERLAY = re.compile(r"^(\d+)_(.+)_rgb\.npz$")
 LEFT_SUFFIX = "_leftImg8bit.png"
@@ -117,12 +119,19 @@ def _fs_files(folder: Path, pattern: re.Pattern) -> tuple[dict[int, tuple[str, P
 class LayoutReader(LabelledImages):
     """A reader of one dataset in any of its layouts (:data:`fsbench.data.layouts.LAYOUTS`).
 
-    Subclasses set ``dataset_key``, decide whether the official layout is present, and call
-    :meth:`_read_community`; when it returns False they index the official layout themselves,
-    inside :meth:`_official_errors`.
+    Subclasses set ``TITLE`` and ``dataset_key``, decide whether the official layout is present,
+    and call :meth:`_read_community`; when it returns False they index the official layout
+    themselves, inside :meth:`_official_errors`.
     """
 
+    TITLE: ClassVar[str] = ""
     dataset_key: str = ""
+
+    @classmethod
+    def title_for(cls, arguments: Mapping[str, Any]) -> str:
+        """The title of the set this class reads with constructor ``arguments`` (the registry's
+        :attr:`fsbench.registry.DatasetEntry.title`): ``TITLE``."""
+        return cls.TITLE
 
     def _read_community(
         self,
@@ -208,7 +217,8 @@ class FishyscapesLostAndFound(LayoutReader):
         label_map: explicit remapping of stored label values, e.g. ``{2: 255}``.
     """
 
-    title = "Fishyscapes Lost & Found"
+    TITLE = "Fishyscapes Lost & Found"
+    title = TITLE
     download = FS_LAF_DOWNLOAD
     dataset_key = "fs_lost_and_found"
 
@@ -294,6 +304,7 @@ class FishyscapesStatic(LayoutReader):
         label_map: explicit remapping of stored label values, e.g. ``{2: 255}``.
     """
 
+    TITLE = "Fishyscapes Static"
     dataset_key = "fs_static"
 
     def __init__(
@@ -426,7 +437,8 @@ class RoadAnomaly(LayoutReader):
     layouts: ``synboost``, ``validation_dataset``).
     """
 
-    title = "Road Anomaly"
+    TITLE = "Road Anomaly"
+    title = TITLE
     download = RA_DOWNLOAD
     label_values = {0: 0, 2: 1}
     expected_description = "0 (background) and 2 (anomaly), no void"
@@ -539,7 +551,14 @@ class SegmentMeIfYouCan(LayoutReader):
         label_map: explicit remapping of stored label values, e.g. ``{2: 255}``.
     """
 
+    TITLE = "SegmentMeIfYouCan"
     download = SMIYC_DOWNLOAD
+
+    @classmethod
+    def title_for(cls, arguments: Mapping[str, Any]) -> str:
+        """The track's title, e.g. ``SegmentMeIfYouCan RoadObstacle21`` for ``track=obstacle``."""
+        track = arguments.get("track", "anomaly")
+        return SMIYC_TRACKS[track][1] if track in SMIYC_TRACKS else cls.TITLE
 
     def __init__(
         self,
@@ -610,38 +629,30 @@ class SegmentMeIfYouCan(LayoutReader):
         self._finish(samples, orphan_labels=orphan_labels, scan=scan)
 
 
-ANOMALY_SETS = ("fs_lost_and_found", "fs_static", "road_anomaly", "smiyc_anomaly", "smiyc_obstacle")
+def anomaly_set(name: str, root: str | Path | None = None, **options: Any) -> Any:
+    """The dataset of anomaly set ``name`` (one of :data:`ANOMALY_SETS`) at ``root``.
 
-
-def anomaly_set(
-    name: str,
-    root: str | Path,
-    *,
-    laf_root: str | Path | None = None,
-    cityscapes_root: str | Path | None = None,
-    version: int = 3,
-    layout: str = AUTO,
-    label_map: Mapping | None = None,
-) -> LabelledImages:
-    """The reader of anomaly set ``name`` (one of :data:`ANOMALY_SETS`) at ``root``.
-
-    The command lines (``python -m fsbench.data check``, ``python -m fsbench.score``) name
-    datasets this way; each reader takes only the roots it needs.
+    :func:`fsbench.registry.build_anomaly_set`: the sets are the ``anomaly:`` entries of the data
+    configs; ``options`` (``laf_root``, ``cityscapes_root``, ``version``, ``layout``,
+    ``label_map``, ...) go to the readers that take them. ``root`` is None for a set generated
+    in memory (``synthetic_anomaly``).
     """
-    common = {"layout": layout, "label_map": label_map}
-    if name == "fs_lost_and_found":
-        return FishyscapesLostAndFound(root, laf_root=laf_root, **common)
-    if name == "fs_static":
-        return FishyscapesStatic(root, cityscapes_root, version=version, **common)
-    if name == "road_anomaly":
-        return RoadAnomaly(root, **common)
-    if name in ("smiyc_anomaly", "smiyc_obstacle"):
-        return SegmentMeIfYouCan(root, track=name.removeprefix("smiyc_"), **common)
-    raise ValueError(f"unknown anomaly set {name!r}; choose one of {', '.join(ANOMALY_SETS)}")
+    return build_anomaly_set(name, root, **options)
+
+
+def __getattr__(name: str) -> Any:
+    """``ANOMALY_SETS``: the names of every anomaly set of the config tree, sorted.
+
+    Computed on access: the registry imports the reader classes, so it cannot run while this
+    module is being imported.
+    """
+    if name == "ANOMALY_SETS":
+        return tuple(sorted(anomaly_sets()))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "ANOMALY_SETS",
+    "ANOMALY_SETS",  # noqa: F822 (module __getattr__)
     "FishyscapesLostAndFound",
     "FishyscapesStatic",
     "Layout",

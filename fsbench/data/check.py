@@ -100,7 +100,23 @@ def read_label(path: Path) -> np.ndarray:
             f"{path} is a mode {image.mode!r} image; label files must be single-channel 8-bit "
             f"(mode 'L' or 'P'). Is it a colour visualisation (*_color.png) instead of the labels?"
         )
-    return np.asarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8)  # writable: load_label may return it as it is
+
+
+def _only_allowed(raw: np.ndarray, allowed: np.ndarray) -> bool:
+    """Whether every value of the uint8 array ``raw`` is allowed (``allowed``: bool [256]).
+
+    Compares against the runs of consecutive allowed values (few for label encodings: 0-1 and
+    255 for anomaly labels) instead of a table lookup, which would widen every pixel's index.
+    """
+    edges = np.flatnonzero(np.diff(np.r_[False, allowed, False]))
+    runs = edges.reshape(-1, 2)  # [first, last + 1) of each run
+    if len(runs) > 8:
+        return bool(allowed[raw].all())
+    ok = np.zeros(raw.shape, dtype=bool)
+    for first, stop in runs:
+        ok |= (raw >= first) & (raw <= stop - 1) if stop - first > 1 else raw == first
+    return bool(ok.all())
 
 
 def resize_rgb(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -207,9 +223,8 @@ class LabelledImages(Dataset):
     def load_label(self, sample: Sample) -> np.ndarray:
         """The decoded label, uint8 [H, W] (anomaly 0/1/255 or train ids/255); values checked."""
         raw = read_label(sample.label)
-        decoded = self._lut[raw]
-        if bool((decoded < 0).any()):
-            bad = sorted(int(v) for v in np.unique(raw[decoded < 0]))
+        if not _only_allowed(raw, self._lut >= 0):
+            bad = [int(v) for v in np.unique(raw[self._lut[raw] < 0])]
             hint = self.unexpected_values_hint(bad)
             expected = sorted(int(v) for v in np.nonzero(self._lut >= 0)[0])
             option = ""
@@ -222,7 +237,10 @@ class LabelledImages(Dataset):
                 + (f". Hint: {hint}" if hint else "")
                 + option
             )
-        return decoded.astype(np.uint8)
+        allowed = np.flatnonzero(self._lut >= 0)
+        if np.array_equal(self._lut[allowed], allowed):  # nothing to remap: as stored
+            return raw
+        return np.maximum(self._lut, 0).astype(np.uint8)[raw]
 
     def load(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         """Image and decoded label at native resolution, their sizes checked against each other."""

@@ -24,32 +24,26 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from fsbench.data.anomaly_sets import (
-    FS_OVERLAY,
-    FishyscapesLostAndFound,
-    FishyscapesStatic,
-    LayoutReader,
-    RoadAnomaly,
-    SegmentMeIfYouCan,
-    fs_label_folder,
-)
+from fsbench.data.anomaly_sets import FS_OVERLAY, LayoutReader, fs_label_folder
 from fsbench.data.check import VOID, DatasetError, Sample, listing
 from fsbench.data.layouts import AUTO, LAYOUTS, OFFICIAL, Layout
+from fsbench.registry import anomaly_set_entry, anomaly_sets, build_anomaly_set
 
-DATASET_TITLES = {
-    "fs_lost_and_found": "Fishyscapes Lost & Found",
-    "fs_static": "Fishyscapes Static",
-    "road_anomaly": "Road Anomaly",
-    "smiyc_anomaly": "SegmentMeIfYouCan RoadAnomaly21",
-    "smiyc_obstacle": "SegmentMeIfYouCan RoadObstacle21",
-}
 TARGETS = (OFFICIAL, "validation_dataset")
 MANIFEST_FORMAT = "fsbench-dataset-manifest/1"
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def __getattr__(name: str) -> Any:
+    """``DATASET_TITLES``: anomaly set name -> title, for every set of the config tree."""
+    if name == "DATASET_TITLES":
+        return {key: entry.title for key, entry in anomaly_sets().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_reader(
@@ -59,19 +53,34 @@ def build_reader(
     label_map: Mapping | None = None,
     laf_root: str | Path | None = None,
     cityscapes_root: str | Path | None = None,
-    version: int = 3,
+    version: int | None = None,
 ) -> LayoutReader:
-    """The reader of anomaly set ``dataset`` (a key of :data:`LAYOUTS`) at ``root``."""
-    common = {"layout": layout, "label_map": label_map}
-    if dataset == "fs_lost_and_found":
-        return FishyscapesLostAndFound(root, laf_root, **common)
-    if dataset == "fs_static":
-        return FishyscapesStatic(root, cityscapes_root, version=version, **common)
-    if dataset == "road_anomaly":
-        return RoadAnomaly(root, **common)
-    if dataset in ("smiyc_anomaly", "smiyc_obstacle"):
-        return SegmentMeIfYouCan(root, track=dataset.removeprefix("smiyc_"), **common)
-    raise ValueError(f"unknown dataset {dataset!r}; choose one of {listing(LAYOUTS)}")
+    """The reader of anomaly set ``dataset`` at ``root``, built by the registry
+    (:func:`fsbench.registry.build_anomaly_set`).
+
+    Only the sets with an on-disk layout (the keys of :data:`LAYOUTS`) are read here; the readers
+    ignore the roots they do not take. ``version`` None: the config's (Fishyscapes Static: 3).
+
+    Raises:
+        ValueError: for a set of the config tree without a layout (generated in memory), or a
+            name no data config defines.
+    """
+    if dataset not in LAYOUTS:
+        entry = anomaly_set_entry(dataset)  # an unknown name: the registry's error
+        raise ValueError(
+            f"{dataset} ({entry.title}, read by {entry.target}) has no on-disk layout in "
+            f"fsbench.data.layouts.LAYOUTS, so detect and convert cannot read it; they read "
+            f"{listing(LAYOUTS)}"
+        )
+    return build_anomaly_set(
+        dataset,
+        root,
+        layout=layout,
+        label_map=label_map,
+        laf_root=laf_root,
+        cityscapes_root=cityscapes_root,
+        version=version,
+    )
 
 
 # ------------------------------------------------------------------------------------- detect
@@ -86,7 +95,7 @@ class Finding:
     problem: str = ""
 
     def line(self) -> str:
-        title = DATASET_TITLES[self.dataset]
+        title = anomaly_set_entry(self.dataset).title
         head = f"{self.dataset} ({title}), layout {self.layout}, at {self.folder}"
         if self.problem:
             return f"{head}: {self.frames} label file(s) found, but {self.problem}"
@@ -388,4 +397,10 @@ def convert(
     return path
 
 
-__all__ = ["DATASET_TITLES", "Finding", "build_reader", "convert", "detect"]
+__all__ = [
+    "DATASET_TITLES",  # noqa: F822 (module __getattr__)
+    "Finding",
+    "build_reader",
+    "convert",
+    "detect",
+]

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
 from fsbench.data.datamodule import UnpaddedDistributedSampler
 from fsbench.heads import AnomalyHead, AnomalyPrediction, resize_score
-from fsbench.metrics import AnomalyMetrics, SegmentationMetrics
+from fsbench.metrics import SegmentationMetrics
+from fsbench.metrics.states import gather_objects
+from fsbench.metrics.suite import protocol_metric, protocol_values, update_metric
 
 
 def predict_heads(
@@ -75,6 +78,13 @@ class AnomalyEvaluation(L.LightningModule):
     anomaly fraction by name (the batches' ``name``; by position without one), computed on every
     ``per_image_stride``-th pixel of each row and column (1: exact; see :class:`AnomalyMetrics`).
 
+    ``protocols`` maps protocol names to their configs (``conf/protocol/*.yaml``; default: only
+    ``fishyscapes``). The ``fishyscapes`` values fill ``"datasets"`` (and the curves); every other
+    protocol's values go to ``results[head]["protocols"][protocol][dataset]``, built and computed
+    by :mod:`fsbench.metrics.suite` exactly as ``fsbench score`` does (``{"error": message}``
+    where a protocol is undefined on a set, e.g. per-image metrics without a frame holding both
+    classes).
+
     Under DDP every process scores its own frames; metric states are summed (per-image values
     and names concatenated in rank order) at the epoch end. Each frame must be scored exactly
     once: loaders whose sampler pads (Lightning's default test ``DistributedSampler`` repeats
@@ -93,28 +103,59 @@ class AnomalyEvaluation(L.LightningModule):
         ignore_index: int = 255,
         per_image: bool = False,
         per_image_stride: int = 1,
+        protocols: Mapping[str, Mapping[str, Any]] | None = None,
+        score_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         if not heads:
             raise ValueError("no anomaly head selected; pass e.g. head=max_softmax")
+        if protocols is None:
+            from fsbench.metrics.suite import protocol_config
+
+            protocols = {"fishyscapes": protocol_config("fishyscapes")}
+        if not protocols:
+            raise ValueError("no protocol selected; pass e.g. protocol=[fishyscapes]")
+        self.protocols = {name: dict(node) for name, node in protocols.items()}
+        self.score_dir = Path(score_dir) if score_dir is not None else None
         self.segmenter = segmenter.eval()
         self.heads = nn.ModuleDict(dict(heads))
         self.dataset_names = list(dataset_names)
         self.anomaly_datasets = list(anomaly_datasets)
         self.inlier_dataset = inlier_dataset
+        fishyscapes = self.protocols.get("fishyscapes")
         self.anomaly_metrics = nn.ModuleDict(
             {
                 head: nn.ModuleDict(
                     {
-                        ds: AnomalyMetrics(
-                            ignore_index=ignore_index,
+                        ds: protocol_metric(
+                            "fishyscapes",
+                            fishyscapes,
+                            ds,
+                            ignore_index,
                             per_image=per_image,
                             per_image_stride=per_image_stride,
                         )
                         for ds in self.anomaly_datasets
                     }
                 )
-                for head in self.heads
+                for head in (self.heads if fishyscapes is not None else ())
+            }
+        )
+        others = [name for name in self.protocols if name != "fishyscapes"]
+        self.protocol_metrics = nn.ModuleDict(
+            {
+                name: nn.ModuleDict(
+                    {
+                        head: nn.ModuleDict(
+                            {
+                                ds: protocol_metric(name, self.protocols[name], ds, ignore_index)
+                                for ds in self.anomaly_datasets
+                            }
+                        )
+                        for head in self.heads
+                    }
+                )
+                for name in others
             }
         )
         self.segmentation_metrics = nn.ModuleDict(
@@ -161,12 +202,32 @@ class AnomalyEvaluation(L.LightningModule):
         predictions = predict_heads(self.segmenter, self.heads, batch["image"])
         if dataset in self.anomaly_datasets:
             self.image_names[dataset] += list(batch.get("name", []))
+        names = batch.get("name")
         for head, prediction in predictions.items():
             if dataset in self.anomaly_datasets:
                 score = match_label_size(prediction.score, batch["anomaly"])
-                self.anomaly_metrics[head][dataset].update(score, batch["anomaly"])
+                if head in self.anomaly_metrics:
+                    self.anomaly_metrics[head][dataset].update(score, batch["anomaly"])
+                for metrics in self.protocol_metrics.values():
+                    update_metric(metrics[head][dataset], score, batch["anomaly"], names)
+                if self.score_dir is not None:
+                    self._save_scores(head, dataset, score, names)
             if dataset == self.inlier_dataset:
                 self.segmentation_metrics[head].update(prediction.logits, batch["label"])
+
+    def _save_scores(
+        self, head: str, dataset: str, score: Tensor, names: Sequence[str] | None
+    ) -> None:
+        """Each frame's score map as float32 ``<score_dir>/<head>/<dataset>/<name>.npy``: the
+        maps the protocols scored, for ``fsbench score`` (which gives the same numbers)."""
+        if not names or len(names) != score.shape[0]:
+            raise ValueError(
+                f"save_scores needs the frames' names, and the {dataset} batches carry none"
+            )
+        folder = self.score_dir / head / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, frame in zip(names, score.to(torch.float32).cpu().numpy(), strict=True):
+            np.save(folder / f"{name}.npy", frame)
 
     def on_test_epoch_end(self) -> None:
         self._gather_image_names()
@@ -176,7 +237,12 @@ class AnomalyEvaluation(L.LightningModule):
                 seg = self.segmentation_metrics[head].compute()
                 entry["miou"], entry["iou"] = seg["miou"], seg["iou"]
             self.curves[head] = {}
-            for dataset in self.anomaly_datasets:
+            for name, metrics in self.protocol_metrics.items():
+                entry.setdefault("protocols", {})[name] = {
+                    dataset: _values_or_error(name, metrics[head][dataset])
+                    for dataset in self.anomaly_datasets
+                }
+            for dataset in self.anomaly_datasets if head in self.anomaly_metrics else ():
                 metric = self.anomaly_metrics[head][dataset]
                 values, curves = metric.compute_with_curves()  # one sync serves both
                 total = values["n_anomaly"] + values["n_inlier"]
@@ -189,13 +255,8 @@ class AnomalyEvaluation(L.LightningModule):
 
     def _gather_image_names(self) -> None:
         """Under DDP: every process's names, in rank order (the order of the gathered values)."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, self.image_names)
-        self.image_names = {
-            ds: [name for names in gathered for name in names[ds]] for ds in self.anomaly_datasets
-        }
+        names = self.image_names
+        self.image_names = {ds: gather_objects(names[ds]) for ds in self.anomaly_datasets}
 
     def _name_images(self, dataset: str, per_image: dict[str, list[float]]) -> list[dict]:
         names = self.image_names[dataset]
@@ -207,3 +268,11 @@ class AnomalyEvaluation(L.LightningModule):
                 names, per_image["ap"], per_image["anomaly_fraction"], strict=True
             )
         ]
+
+
+def _values_or_error(name: str, metric: Any) -> dict[str, Any]:
+    """A protocol's values, or ``{"error": message}`` where it is undefined on the set."""
+    try:
+        return protocol_values(name, metric)
+    except ValueError as error:
+        return {"error": str(error)}

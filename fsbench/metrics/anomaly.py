@@ -24,18 +24,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torchmetrics
 from torch import Tensor
 from torchmetrics.utilities import rank_zero_warn
 
+from fsbench.metrics.per_image import per_image_metrics
+from fsbench.metrics.states import cat_state
+
 __all__ = [
     "AnomalyMetrics",
     "BinningWarning",
+    "add_to_histogram",
     "anomaly_metrics",
     "bin_lower_edges",
     "binning_bounds",
     "downsample_curves",
+    "histogram_slots",
     "ranking_metrics",
     "score_bins",
 ]
@@ -152,68 +158,6 @@ def ranking_metrics(tps: Tensor, fps: Tensor, fpr_at_tpr: float = 0.95) -> dict[
         "n_anomaly": n_anomaly,
         "n_inlier": n_inlier,
     }
-
-
-def per_image_ap(score: Tensor, target: Tensor, ignore_index: int = 255) -> tuple[Tensor, Tensor]:
-    """Each image's exact AP and anomaly fraction, for a whole batch, without a synchronisation.
-
-    The AP of :func:`anomaly_metrics` (step sum, each distinct float32 score one threshold, ties
-    never split) computed for every image of the batch at once: void pixels get the score -inf
-    and weight 0, each row is sorted once, and every anomaly pixel takes the precision of its
-    threshold, read at the last pixel of its group of tied scores. Everything stays on the
-    scores' device, so on a GPU the evaluation loop is never stalled by it (``anomaly_metrics``
-    per image would synchronise several times per image), and every scan runs over the flattened
-    batch (1.1 ms for 2 x 1024 x 2048 on an H200; row-wise scans took 14 ms).
-
-    Args:
-        score: float [N, ...], higher = more anomalous (finite on non-void pixels).
-        target: int [N, ...] of the same shape, 0 / 1 / ``ignore_index``.
-
-    Returns:
-        ``(ap, anomaly_fraction)``, float64 [N] each: NaN AP for an image without both classes,
-        NaN fraction for an image without a valid pixel.
-    """
-    flat_score = score.detach().reshape(score.shape[0], -1).to(torch.float32)
-    flat_target = target.detach().reshape(target.shape[0], -1)
-    images, pixels = flat_score.shape
-    valid = flat_target != ignore_index
-    positive = (flat_target == 1) & valid
-    negative = (flat_target == 0) & valid
-    n_pos, n_valid = positive.sum(1), valid.sum(1)
-    fraction = n_pos.to(torch.float64) / n_valid.to(torch.float64)  # 0/0 = NaN
-    if pixels == 0:
-        return torch.full_like(fraction, float("nan")), fraction
-    ordered, order = torch.sort(
-        torch.where(valid, flat_score, float("-inf")), dim=1, descending=True
-    )
-    # Scans run over the flattened batch (row-wise scans of a few long rows are slow on a GPU),
-    # then each row's counts are made its own by subtracting the previous rows' totals.
-    sorted_positive = positive.gather(1, order)
-    tps = _row_cumsum(sorted_positive)
-    fps = _row_cumsum(negative.gather(1, order))
-    # Groups of equal scores: each one threshold. A group opens where the score changes (and at
-    # each row's start) and closes before the next opens; its precision is the one at its close.
-    opens = torch.ones_like(valid)
-    opens[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    closes = torch.ones_like(valid)
-    closes[:, :-1] = opens[:, 1:]
-    group = torch.cumsum(opens.reshape(-1), 0) - 1
-    precision = tps.to(torch.float64) / (tps + fps).clamp(min=1).to(torch.float64)
-    at_close = torch.where(closes, precision, 0.0).reshape(-1)
-    group_precision = torch.zeros_like(at_close).index_add_(0, group, at_close)
-    # AP = mean over the anomaly pixels of the precision of their threshold (sklearn's step sum).
-    per_pixel = group_precision[group].view(images, pixels) * sorted_positive
-    ap = per_pixel.sum(1) / n_pos.to(torch.float64)
-    undefined = (n_pos == 0) | (n_pos == n_valid)
-    return torch.where(undefined, torch.full_like(ap, float("nan")), ap), fraction
-
-
-def _row_cumsum(values: Tensor) -> Tensor:
-    """int64 cumulative sums along each row of [N, P], computed as one flat scan."""
-    flat = torch.cumsum(values.reshape(-1), 0, dtype=torch.int64).view(values.shape)
-    before = torch.zeros_like(flat[:, -1])
-    before[1:] = flat[:-1, -1]
-    return flat - before[:, None]
 
 
 def _rates(tps: Tensor, fps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -357,18 +301,207 @@ def score_bins(scores: Tensor, bits: int = DEFAULT_BIN_BITS) -> Tensor:
     their magnitude bits flipped) and its top ``bits`` bits are the bin. Every bin holds floats
     of one sign and one exponent whose mantissas share their top ``bits - 9`` bits: a relative
     width of 2**-(bits - 9) (1.2e-4 for 22 bits), whatever the magnitude. Scores that differ by
-    less than that may share a bin and then count as tied.
+    less than that may share a bin and then count as tied. Non-finite scores (exponent 255) fill
+    the lowest and the highest ``2**(bits - 9)`` bins, and no finite score does.
+
+    :class:`AnomalyMetrics` counts pixels in these bins, computed by the same function
+    (:func:`histogram_slots`, :func:`add_to_histogram`).
     """
     if not 10 <= bits <= 31:
         raise ValueError(f"bin bits must lie in 10..31, got {bits}")
-    ordered = _ordered_int32(scores.to(torch.float32).contiguous())
-    return (ordered >> (32 - bits)).long() + (1 << (bits - 1))
+    score32 = scores.to(torch.float32).reshape(-1)
+    bins = torch.empty(score32.shape, dtype=torch.int32, device=score32.device)
+    pattern = torch.empty_like(score32)
+    _bins_into(score32, bits, bins, pattern, pattern.view(torch.int32))
+    return bins.long().view(scores.shape)
 
 
-def _ordered_int32(scores: Tensor) -> Tensor:
-    """float32 -> int32 with the same order: magnitude bits of negative floats flipped; -0 = +0."""
-    pattern = (scores + 0.0).view(torch.int32)
-    return pattern ^ ((pattern >> 31) & 0x7FFFFFFF)
+def _bins_into(score32: Any, bits: int, bins: Any, pattern: Any, pattern_bits: Any) -> None:
+    """:func:`score_bins` of float32 ``score32`` into ``bins`` (int32), numpy or torch alike.
+
+    ``pattern`` is a float32 work array of the same length, ``pattern_bits`` its int32 view.
+    Operations that numpy and torch share (the CPU update runs them on numpy views of its work
+    tensors, a GPU on tensors; see :func:`add_to_histogram`), all into existing arrays.
+    """
+    xp = np if isinstance(bins, np.ndarray) else torch
+    xp.add(score32, 0.0, out=pattern)  # -0.0 + 0.0 = +0.0: one tie, one bin
+    _right_shift(xp)(pattern_bits, 31, out=bins)
+    bins &= 0x7FFFFFFF
+    bins ^= pattern_bits  # the same order as the floats: negative ones get their magnitude flipped
+    bins >>= 32 - bits
+    bins += 1 << (bits - 1)
+
+
+def _right_shift(xp: Any) -> Any:
+    return np.right_shift if xp is np else torch.bitwise_right_shift
+
+
+def _slots_into(score32: Any, target: Any, bits: int, work: dict[str, Any], void: Any) -> Any:
+    """Each pixel's histogram slot into ``work["slots"]`` and weight into ``work["weight"]``.
+
+    The binning of both :class:`AnomalyMetrics` update paths, for numpy arrays and torch tensors
+    alike (``work``: int32 ``slots`` and ``row``, float32 ``pattern`` and its int32 view
+    ``pattern_bits``, int64 ``weight``, all as long as ``target``). The slot indexes
+    ``counts.view(-1)`` of the [2, 2**bits] histogram: the :func:`score_bins` bin, plus 2**bits
+    for label 1 (row 1, anomaly); the weight is 1 for the labels 0 and 1, 0 for any other (void,
+    its slot in either row). With ``void`` (the void label, wrapped to the labels' integer type
+    as torch's ``==`` wraps it), returns a value that is true iff a label other than 0, 1 and
+    ``void`` occurs.
+    """
+    xp = np if isinstance(target, np.ndarray) else torch
+    slots, row, weight = work["slots"], work["row"], work["weight"]
+    _bins_into(score32, bits, slots, work["pattern"], work["pattern_bits"])
+    if target.dtype.is_floating_point if xp is torch else target.dtype.kind == "f":
+        row[...] = target
+        row &= 1
+    else:
+        xp.bitwise_and(target, 1, out=row)  # 1 for label 1; either for the pixels of weight 0
+    row <<= bits
+    slots += row
+    if target.dtype in (torch.bool, np.bool_):
+        weight[...] = 1
+        return None if void is None else False
+    if target.dtype in (torch.uint8, np.uint8):  # the labels of PNG files: uint8 passes
+        xp.less_equal(target, 1, out=weight)
+        # min(label >> 1, label ^ void) is 0 exactly for 0 and 1 (the first) and void (the second)
+        return None if void is None else xp.minimum(target >> 1, target ^ void).max()
+    counted = target == 0
+    counted |= target == 1
+    weight[...] = counted
+    return None if void is None else (~counted & (target != void)).any()
+
+
+def histogram_slots(score32: Tensor, target: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """Where :class:`AnomalyMetrics` counts each pixel: ``(slot, weight)``, flat like the input.
+
+    ``slot`` (int32) indexes ``counts.view(-1)`` of the [2, 2**bits] histogram: the pixel's
+    :func:`score_bins` bin, in row 1 (plus 2**bits) for label 1 (anomaly), row 0 for label 0;
+    ``weight`` (int64) is 1 for the labels 0 and 1, 0 for any other value (void), whose slot is
+    in either row. The function the update runs (:func:`add_to_histogram`), on new tensors.
+    """
+    score32, target = score32.to(torch.float32).reshape(-1), target.reshape(-1)
+    work = _work_tensors(target.numel(), target.device)
+    _slots_into(score32, target, bits, work, None)
+    return work["slots"], work["weight"]
+
+
+def _work_tensors(size: int, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    work = {
+        "slots": torch.empty(size, dtype=torch.int32, device=device),
+        "row": torch.empty(size, dtype=torch.int32, device=device),
+        "pattern": torch.empty(size, dtype=torch.float32, device=device),
+        "weight": torch.empty(size, dtype=torch.int64, device=device),
+    }
+    work["pattern_bits"] = work["pattern"].view(torch.int32)
+    return work
+
+
+class _WorkArrays:
+    """The CPU update's work tensors, one chunk long, with their numpy views; reused.
+
+    Reused because fresh memory costs its page faults (on a 2-core VM, ``pattern >> 31`` into a
+    new tensor took 2.1 ms per 2**18 pixels, in place 0.05 ms), and chunk-sized so that each
+    pass reads what the previous one left in the L2 cache.
+    """
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, Tensor] = {}
+        self.arrays: dict[str, np.ndarray] = {}
+
+    # A copied metric gets its own, empty work arrays: a deep copy would part the numpy views
+    # from their tensors (the passes would then write where index_add_ does not read).
+    def __deepcopy__(self, memo: dict) -> _WorkArrays:
+        return _WorkArrays()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def get(self, size: int) -> tuple[dict[str, Tensor], dict[str, np.ndarray]]:
+        if not self.tensors or self.tensors["slots"].numel() < size:
+            self.tensors = _work_tensors(size)
+            self.arrays = {name: tensor.numpy() for name, tensor in self.tensors.items()}
+        if size == self.tensors["slots"].numel():
+            return self.tensors, self.arrays
+        return (
+            {name: tensor[:size] for name, tensor in self.tensors.items()},
+            {name: array[:size] for name, array in self.arrays.items()},
+        )
+
+
+# Pixels per pass of the CPU update: one chunk's work arrays (int32 slots and rows, float32
+# patterns, int64 weights: 1.25 MiB at 2**16 pixels) are reread from cache by the next pass
+# (benchmarks/binning.py: 2**14..2**18 within 15 % of each other, whole frames 20 % slower).
+CPU_CHUNK_PIXELS = 1 << 16
+
+# Label dtypes the CPU update reads through numpy (others go through torch, as on a GPU).
+_NUMPY_LABELS = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def add_to_histogram(
+    counts: Tensor,
+    score32: Tensor,
+    target: Tensor,
+    sign: int = 1,
+    void: int | None = None,
+    work: _WorkArrays | None = None,
+) -> bool | None:
+    """Add (``sign`` = -1: remove) every pixel labelled 0 or 1 to ``counts`` [2, 2**bits].
+
+    The one fold of both :class:`AnomalyMetrics` update paths: the slots and weights of
+    :func:`_slots_into` (:func:`histogram_slots`), then one ``index_add_`` of the 0/1 weights
+    straight into the int64 state: no scratch histogram to zero and fold, void pixels add 0.
+
+    On the CPU the elementwise passes run on numpy views of reused work tensors
+    (``work``), :data:`CPU_CHUNK_PIXELS` pixels at a time: numpy runs them on one thread, where
+    torch's intra-op threads made each pass a parallel region, and on a machine whose cores are
+    busy every region waits for a descheduled thread (1.5 s instead of 30 ms per 1024x2048 frame
+    on the 2-core CI machine under load). On a GPU, torch tensors in one pass, no synchronisation.
+
+    With ``void`` (the void label), also checks the labels on the way: returns whether a label
+    other than 0, 1 and ``void`` was found (None without ``void``).
+    """
+    bits = counts.shape[1].bit_length() - 1
+    flat = counts.view(-1)
+    score32, target = score32.detach().reshape(-1), target.detach().reshape(-1)
+    if counts.device.type != "cpu" or target.dtype not in _NUMPY_LABELS:
+        work_t = _work_tensors(target.numel(), counts.device)
+        found = _slots_into(score32, target, bits, work_t, void)
+        weight = work_t["weight"] if sign == 1 else work_t["weight"].neg_()
+        flat.index_add_(0, work_t["slots"], weight)
+        return None if void is None else bool(found)
+    if void is not None and target.dtype != torch.bool:
+        void = int(np.array(void).astype(np.dtype(str(target.dtype).split(".")[1])))  # wrapped
+    work = work or _WorkArrays()
+    scores, labels = score32.numpy(), target.numpy()
+    found = False
+    for start in range(0, labels.size, CPU_CHUNK_PIXELS):
+        end = min(start + CPU_CHUNK_PIXELS, labels.size)
+        tensors, arrays = work.get(end - start)
+        found |= bool(_slots_into(scores[start:end], labels[start:end], bits, arrays, void))
+        if sign != 1:
+            tensors["weight"].neg_()
+        flat.index_add_(0, tensors["slots"], tensors["weight"])
+    return found if void is not None else None
+
+
+def _non_finite_counted(counts: Tensor) -> int:
+    """Pixels counted in the bins of non-finite scores: the lowest and highest 2**(bits-9)."""
+    width = counts.shape[1] >> 9
+    return int(counts[:, :width].sum() + counts[:, -width:].sum())
+
+
+def _occupied_bins(counts: Tensor) -> Tensor:
+    """The bins of ``counts`` [2, B] holding any pixel, ascending (int64).
+
+    On the CPU numpy's ``any`` over the 64 MiB state takes 10 ms where torch's reductions over
+    its first dimension (``sum(0)``, ``any(0)``) and ``torch.nonzero`` took 60-100 ms.
+    """
+    if counts.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(counts.numpy().any(0)).astype(np.int64))
+    return torch.nonzero(counts.sum(0)).squeeze(1)
 
 
 def bin_lower_edges(bins: Tensor, bits: int = DEFAULT_BIN_BITS) -> Tensor:
@@ -416,7 +549,7 @@ class AnomalyMetrics(torchmetrics.Metric):
         bin_bits: histogram resolution, 10..26; memory 2**(bin_bits + 4) bytes.
         per_image: also keep, per updated image, its exact AP (NaN without both classes) and its
             anomaly pixel fraction among valid pixels; ``compute()`` then adds ``"per_image"``.
-            Computed by :func:`per_image_ap`, batched and without synchronisation.
+            Computed by :func:`~fsbench.metrics.per_image.per_image_metrics`.
         per_image_stride: compute the per-image values on every s-th pixel of each row and
             column only ([N, H, W] inputs; s*s-th pixel of other shapes): s*s times cheaper, an
             estimate good enough to rank images (``evaluate.py`` picks the frames of its
@@ -464,6 +597,7 @@ class AnomalyMetrics(torchmetrics.Metric):
             "counts", default=torch.zeros(2, 2**bin_bits, dtype=torch.int64), dist_reduce_fx="sum"
         )
         self.deferred_checks = deferred_checks
+        self._work = _WorkArrays()  # the update's reused work tensors (CPU only)
         # Deferred checks: label values seen (0..255; 256 = any other value) and the number of
         # non-finite scores on non-void pixels, counted on the device.
         self.add_state(
@@ -491,21 +625,31 @@ class AnomalyMetrics(torchmetrics.Metric):
             deferred = score.device.type == "cuda"
         if deferred:
             self._update_deferred(score.to(torch.float32), target)
-            if self.per_image:
-                self._add_per_image(score, target)
-            return
-        self._check_labels(target)
-        score32 = score.to(torch.float32)
-        finite = torch.isfinite(score32)
-        if not bool(finite.all()):
-            # Non-finite scores on void pixels are harmless; anywhere else they are an error.
-            valid_or_finite = finite | (target == self.ignore_index)
-            if not bool(valid_or_finite.all()):
-                raise ValueError(_describe_non_finite(valid_or_finite, "non-void pixels"))
-            score32 = torch.where(finite, score32, 0.0)
-        self._add_to_histogram(score32, target)
+        else:
+            self._update_checked(score.to(torch.float32), target)
         if self.per_image:
             self._add_per_image(score, target)
+
+    def _update_checked(self, score32: Tensor, target: Tensor) -> None:
+        """``update`` that raises at once, naming the first bad pixel; the batch is then undone.
+
+        The checks ride on the fold (:func:`add_to_histogram`): a label other than 0, 1 and
+        void is a pixel neither counted nor void, and a non-finite score on a counted pixel
+        lands in the bins of non-finite scores (exponent 255), which stay empty otherwise.
+        """
+        if score32.numel() == 0:
+            return
+        before = _non_finite_counted(self.counts)
+        unexpected = add_to_histogram(
+            self.counts, score32, target, void=self.ignore_index, work=self._work
+        )
+        if not unexpected and _non_finite_counted(self.counts) == before:
+            return
+        add_to_histogram(self.counts, score32, target, sign=-1)  # the batch leaves no trace
+        self._check_labels(target)
+        # Non-finite scores on void pixels are harmless; anywhere else they are an error.
+        valid_or_finite = torch.isfinite(score32) | (target == self.ignore_index)
+        raise ValueError(_describe_non_finite(valid_or_finite, "non-void pixels"))
 
     def _check_labels(self, target: Tensor) -> None:
         allowed = (target == 0) | (target == 1) | (target == self.ignore_index)
@@ -523,19 +667,13 @@ class AnomalyMetrics(torchmetrics.Metric):
         """``update`` without a host-device synchronisation (see ``deferred_checks``)."""
         if score32.numel() == 0:
             return
-        target = target.reshape(-1).to(torch.int64)
-        code = torch.where((target < 0) | (target > 255), 256, target)
+        target = target.reshape(-1)
+        wide = target.to(torch.int64)
+        code = torch.where((wide < 0) | (wide > 255), 256, wide)
         self.label_values += torch.bincount(code, minlength=257)
-        score32 = score32.reshape(-1)
-        finite = torch.isfinite(score32)
-        valid = target != self.ignore_index
-        self.non_finite += (valid & ~finite).sum()
-        bins = _ordered_int32(torch.where(finite, score32, 0.0)) >> (32 - self.bin_bits)
-        offset = 1 << (self.bin_bits - 1)
-        row = (target == 1).to(torch.int64)  # void and unexpected labels carry weight 0
-        slot = row * (1 << self.bin_bits) + (bins.to(torch.int64) + offset)
-        weight = (valid & ((target == 0) | (target == 1))).to(torch.int64)
-        self.counts.view(-1).index_add_(0, slot, weight)
+        non_void = wide != self.ignore_index
+        self.non_finite += (non_void & ~torch.isfinite(score32.reshape(-1))).sum()
+        add_to_histogram(self.counts, score32, target, work=self._work)
 
     def _raise_deferred(self) -> None:
         """Raise what the deferred checks counted (one synchronisation, at compute time)."""
@@ -552,24 +690,6 @@ class AnomalyMetrics(torchmetrics.Metric):
                 "Fix the score map (AnomalyMetrics(deferred_checks=False) names the first one)"
             )
 
-    def _add_to_histogram(self, score32: Tensor, target: Tensor) -> None:
-        """Fold a batch into ``counts`` with int32 arithmetic and one ``index_add_``.
-
-        Void pixels are counted too, in a third slot that is thrown away: cheaper than masking.
-        The scratch histogram spans only the bins this batch touches.
-        """
-        if score32.numel() == 0:
-            return
-        bins = (_ordered_int32(score32.contiguous()) >> (32 - self.bin_bits)).reshape(-1)
-        low, high = (int(v) for v in torch.aminmax(bins))
-        code = torch.where(target == self.ignore_index, 2, target).to(torch.int32).reshape(-1)
-        slot = ((bins - low) << 2) | code
-        scratch = torch.zeros(4 * (high - low + 1), dtype=torch.int64, device=self.device)
-        one = torch.ones(1, dtype=torch.int64, device=self.device)
-        scratch.index_add_(0, slot, one.expand(slot.numel()))
-        offset = 1 << (self.bin_bits - 1)
-        self.counts[:, low + offset : high + offset + 1] += scratch.view(-1, 4)[:, :2].T
-
     def _add_per_image(self, score: Tensor, target: Tensor) -> None:
         step = self.per_image_stride
         if step > 1 and score.dim() == 3:
@@ -577,14 +697,15 @@ class AnomalyMetrics(torchmetrics.Metric):
         elif step > 1:
             score = score.reshape(score.shape[0], -1)[:, :: step * step]
             target = target.reshape(target.shape[0], -1)[:, :: step * step]
-        ap, fraction = per_image_ap(score, target, self.ignore_index)
+        values = per_image_metrics(score, target, self.ignore_index, self.fpr_at_tpr)
+        ap, fraction = values["ap"], values["anomaly_fraction"]
         self.image_ap.append(ap)
         self.image_anomaly_fraction.append(fraction)
 
     def _cumulative_counts(self) -> tuple[Tensor, Tensor, Tensor]:
         """tps, fps (int64) and the bins, at each non-empty bin, highest scores first."""
         self._raise_deferred()
-        occupied = torch.nonzero(self.counts.sum(0)).squeeze(1).flip(0)
+        occupied = _occupied_bins(self.counts).flip(0)
         tps = torch.cumsum(self.counts[1, occupied], 0)
         fps = torch.cumsum(self.counts[0, occupied], 0)
         return tps, fps, occupied
@@ -607,8 +728,8 @@ class AnomalyMetrics(torchmetrics.Metric):
         _warn_if_approximate(binning)
         if self.per_image:
             result["per_image"] = {
-                "ap": _cat_state(self.image_ap).tolist(),
-                "anomaly_fraction": _cat_state(self.image_anomaly_fraction).tolist(),
+                "ap": cat_state(self.image_ap).tolist(),
+                "anomaly_fraction": cat_state(self.image_anomaly_fraction).tolist(),
             }
         return result
 
@@ -672,12 +793,3 @@ def _warn_if_approximate(binning: dict[str, Any]) -> None:
         BinningWarning,
         stacklevel=6,  # the caller of metric.compute(), past torchmetrics' two wrappers
     )
-
-
-def _cat_state(state: list[Tensor] | Tensor) -> Tensor:
-    """One 1-D tensor from a list state, before or after a distributed sync (then a tensor)."""
-    if isinstance(state, Tensor):
-        return state.reshape(-1)
-    if not state:
-        return torch.empty(0, dtype=torch.float64)
-    return torch.cat([s.reshape(-1) for s in state])

@@ -6,7 +6,8 @@ Three protocols turn the same score maps into numbers (``docs/scoring.md`` compa
   ``evaluate.py`` (pooled, float32, void dropped, FPR95 at the first TPR >= 0.95).
 * ``smiyc``: :class:`SmiycPixelCurve` (the SegmentMeIfYouCan toolkit's binned pixel curve) and
   :class:`~fsbench.metrics.components.ComponentMetrics` at the toolkit's threshold.
-* ``per_image``: :class:`PerImageMetrics`, the exact metrics of each frame and their spread.
+* ``per_image``: :class:`~fsbench.metrics.per_image.PerImageMetrics`, the exact metrics of each
+  frame and their spread.
 
 :func:`fpr_at_tpr_rules` and :func:`trapezoid_aupr` compute the conventions found in papers and
 peer code from one pooled curve, so ``fsbench score --explain`` can show which one a published
@@ -21,36 +22,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fsbench.metrics.anomaly import anomaly_metrics, ranking_metrics
+from fsbench.metrics.anomaly import ranking_metrics
+from fsbench.report import PROTOCOLS
 
 __all__ = [
     "DEFAULT_SMIYC_COMMIT",
     "FPR_RULES",
     "PROTOCOLS",
-    "PerImageMetrics",
     "SMIYC_COMMITS",
     "SmiycPixelCurve",
     "fpr_at_tpr_rules",
+    "smiyc_frame_counts",
     "trapezoid_aupr",
 ]
-
-#: Protocol name -> one line saying what it computes (printed in every result file).
-PROTOCOLS: dict[str, str] = {
-    "fishyscapes": (
-        "Fishyscapes pixel metrics: pooled over all valid pixels of all frames, void (255) "
-        "dropped, anomaly-free frames kept, scores cast to float32, ties exact, AP as in "
-        "scikit-learn (step sum), FPR at the first threshold with TPR >= 0.95"
-    ),
-    "smiyc": (
-        "SegmentMeIfYouCan toolkit: float16 scores, per-frame histograms on quantile edges "
-        "(384 of the anomaly + 384 of the inlier scores), merged, as at toolkit commit {commit}; "
-        "component metrics (sIoU_gt, PPV, mean F1) at the toolkit's best-F1 threshold"
-    ),
-    "per_image": (
-        "per-frame exact AP / FPR95 / AUROC (float32, void dropped), then their mean and "
-        "distribution over the frames that hold both classes"
-    ),
-}
 
 #: FPR95 rule -> (what it does, where it is used). Rules are evaluated on one pooled curve.
 FPR_RULES: dict[str, tuple[str, str]] = {
@@ -142,6 +126,221 @@ SMIYC_COMMITS: dict[str, str] = {
 DEFAULT_SMIYC_COMMIT = "1c7804e"
 
 
+def _check_smiyc_options(num_bins: int, commit: str) -> None:
+    if num_bins < 4:
+        raise ValueError(f"num_bins must be >= 4, got {num_bins}")
+    if commit not in SMIYC_COMMITS:
+        raise ValueError(
+            f"unknown SegmentMeIfYouCan toolkit commit {commit!r}; choose one of "
+            f"{sorted(SMIYC_COMMITS)} (default {DEFAULT_SMIYC_COMMIT}, the reference)"
+        )
+
+
+# -- the toolkit's per-frame counts, from one count per float16 bit pattern -------------------
+#
+# A float16 score takes one of 65536 bit patterns, so a frame's valid pixels are summarised
+# exactly by one count per pattern and class (two counting passes). The toolkit's quantiles
+# (``numpy.quantile``, method "linear") and histograms (``numpy.histogram`` on the quantile
+# edges) are then read from the cumulative counts with numpy's own arithmetic, instead of
+# partitioning and sorting the pixels: the results are those of the installed numpy on the
+# pixels, bit for bit (``tests/test_smiyc_fast.py``), except the sign of a zero (numpy's
+# ``partition`` returns -0.0 or +0.0 for a run of zeros holding both, depending on where they
+# lie in the frame; here it is always +0.0; -0.0 and +0.0 compare equal, so no count and no
+# metric changes).
+
+#: Bit patterns of the finite float16 values in increasing order of value, -0.0 left out
+#: (counted as +0.0): -65504 (0xFBFF) ... -2**-24 (0x8001), +0.0 (0x0000) ... 65504 (0x7BFF).
+_F16_ORDER = np.concatenate([np.arange(0xFBFF, 0x8000, -1), np.arange(0x0000, 0x7C00)])
+#: The float16 values of ``_F16_ORDER`` (sorted, distinct).
+_F16_VALUES = _F16_ORDER.astype(np.uint16).view(np.float16)
+_F16_ZERO = int(np.flatnonzero(_F16_ORDER == 0)[0])  # where -0.0 is counted
+_F16_NEGATIVE_ZERO = 0x8000
+
+
+#: Elements per torch conversion call: below torch's parallel grain (32768), so each call runs on
+#: the calling thread (on a busy machine torch's thread pool made one whole-frame call slower
+#: than numpy).
+_TORCH_CHUNK = 16384
+
+
+def float16_scores(score: np.ndarray) -> np.ndarray:
+    """``score.astype(numpy.float16)``; float32 through torch's vectorised conversion.
+
+    Both round to nearest even: torch's conversion gives numpy's bits on every non-NaN float32
+    pattern (checked on all 2**32; a NaN stays a NaN, which the caller rejects on valid pixels).
+    numpy's own cast of float32 to float16 is not vectorised.
+    """
+    if not (
+        score.dtype == np.float32  # native byte order
+        and score.size > _TORCH_CHUNK
+        and score.flags.c_contiguous
+        and score.flags.writeable
+    ):
+        return score.astype(np.float16)
+    out = np.empty(score.shape, dtype=np.float16)
+    source, target = torch.from_numpy(score.reshape(-1)), torch.from_numpy(out.reshape(-1))
+    for part, into in zip(source.split(_TORCH_CHUNK), target.split(_TORCH_CHUNK), strict=True):
+        into.copy_(part)
+    return out
+
+
+def _float16_counts(bits: np.ndarray) -> tuple[np.ndarray, int]:
+    """Counts (int64 [63487], order of ``_F16_VALUES``) of the uint16 patterns ``bits``, and
+    how many of them are not finite (inf, NaN)."""
+    counts = np.zeros(0x10000, dtype=np.int64)
+    np.add.at(counts, bits, 1)  # numpy >= 1.25: about twice as fast as bincount on uint16
+    nonfinite = int(counts[0x7C00:0x8000].sum() + counts[0xFC00:].sum())
+    ordered = counts[_F16_ORDER]
+    ordered[_F16_ZERO] += counts[_F16_NEGATIVE_ZERO]
+    return ordered, nonfinite
+
+
+def _quantile_from_counts(cumulative: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """``numpy.quantile(x, quantiles)`` (method "linear") of the float16 values ``x`` whose
+    cumulative counts in the order of ``_F16_VALUES`` are ``cumulative`` (int64, x not empty).
+
+    The steps and dtypes of numpy's ``_quantile`` / ``_get_indexes`` / ``_lerp``: virtual
+    index (n - 1) q, its floor and floor + 1 (both the last element where the index is >= n -
+    1), the order statistics there (float16), gamma = index - floor in float64 (with the floor
+    set to -1 there), then ``a + (b - a) * gamma``, or ``b - (b - a) * (1 - gamma)`` where gamma
+    >= 0.5, with ``b - a`` in float16.
+    """
+    n = int(cumulative[-1])
+    virtual = (n - 1) * quantiles
+    previous = np.floor(virtual)
+    following = previous + 1
+    last = virtual >= n - 1
+    previous[last] = -1
+    following[last] = -1
+    previous = previous.astype(np.intp)
+    following = following.astype(np.intp)
+
+    def order_statistics(indexes: np.ndarray) -> np.ndarray:
+        ranks = np.where(indexes < 0, n + indexes, indexes)
+        return _F16_VALUES[np.searchsorted(cumulative, ranks, side="right")]
+
+    a, b = order_statistics(previous), order_statistics(following)
+    gamma = np.asarray(virtual - previous, dtype=virtual.dtype)
+    diff_b_a = b - a
+    result = np.add(a, diff_b_a * gamma)
+    np.subtract(
+        b,
+        diff_b_a * (1 - gamma),
+        out=result,
+        where=gamma >= 0.5,
+        casting="unsafe",
+        dtype=type(result.dtype),
+    )
+    return result
+
+
+def _histogram_from_counts(cumulative0: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``numpy.histogram(x, bins=edges)[0]`` (intp) of the float16 values ``x`` whose
+    cumulative counts, 0 prepended, in the order of ``_F16_VALUES`` are ``cumulative0``.
+
+    numpy sorts ``x`` and counts ``x.searchsorted(edges[:-1], "left")`` and
+    ``x.searchsorted(edges[-1:], "right")`` (bins [e_i, e_i+1), the last one closed): the same
+    search on the distinct float16 values, weighted by their counts, gives the same numbers.
+    """
+    below = np.concatenate(
+        [
+            _F16_VALUES.searchsorted(edges[:-1], "left"),
+            _F16_VALUES.searchsorted(edges[-1:], "right"),
+        ]
+    )
+    return np.diff(cumulative0[below]).astype(np.intp, copy=False)
+
+
+def _class_masks(label: np.ndarray, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(anomaly, inlier) bool masks: valid = ``label < 255`` and ``label != ignore_index``;
+    anomaly = valid and ``label != 0`` (``bool(label)``), inlier = valid and ``label == 0``."""
+    if ignore_index == 0:
+        inlier = np.zeros(label.shape, dtype=bool)
+    else:
+        inlier = label == 0
+    if label.dtype == np.uint8 and ignore_index == 255:
+        anomaly = label - np.uint8(1) < np.uint8(254)  # 1..254 (0 and 255 wrap to 255, 254)
+    else:
+        anomaly = (label != 0) & (label < 255)
+        if ignore_index < 255:
+            anomaly &= label != ignore_index
+    return anomaly, inlier
+
+
+def smiyc_frame_counts(
+    score: np.ndarray,
+    label: np.ndarray,
+    num_bins: int = 768,
+    commit: str = DEFAULT_SMIYC_COMMIT,
+    ignore_index: int = 255,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int] | None:
+    """One frame's binned counts, as the SegmentMeIfYouCan toolkit computes them.
+
+    ``score`` real [H, W] is cast to float16 (as the toolkit stores it); the valid pixels are
+    those with ``label < 255`` and ``label != ignore_index`` (with the default 255 simply
+    ``label < 255``: the same pixels on 0 / 1 / 255 labels), anomalies those with ``label !=
+    0``. With ``vmin, vmax`` the float16 extremes of the valid scores and ``eps = max(0.01 *
+    float(vmax - vmin), 0.01)`` (the difference in float16), the edges are::
+
+        unique(concatenate([[vmin - eps, vmax + eps]                # [0.0, 1.0] at 05552386
+                            quantile(anomaly, linspace(0, 1, min(num_bins // 2, n_anomaly))),
+                            quantile(inlier, linspace(0, 1, min(num_bins // 2, n_inlier)))]))
+
+    (a class without pixels adds no quantile) and each class is counted with
+    ``numpy.histogram(scores, bins=edges)``. The result equals those numpy calls on the pixels
+    bit for bit (zeros aside: see ``_F16_ORDER``), computed from one count per float16 value.
+
+    Returns:
+        ``(thresholds, tp, fp, n_anomaly, n_inlier)``: ``thresholds`` float64 [B], the edges
+        from the highest down without the lowest; ``tp``, ``fp`` int64 [B], the anomaly and
+        inlier scores in the bin whose upper edge is ``thresholds[i]`` (the top bin closed);
+        the numbers of valid anomaly and inlier pixels (python ints). The arrays are
+        C-contiguous. ``None`` for a frame without valid pixels.
+
+    Raises:
+        ValueError: if a valid pixel is not finite in float16 (NaN, inf, beyond +-65504).
+    """
+    _check_smiyc_options(num_bins, commit)
+    label = np.asarray(label)
+    bits = float16_scores(np.asarray(score)).view(np.uint16)
+    anomaly, inlier = _class_masks(label, ignore_index)
+    true_counts, true_nonfinite = _float16_counts(bits[anomaly])
+    false_counts, false_nonfinite = _float16_counts(bits[inlier])
+    if true_nonfinite + false_nonfinite:
+        raise ValueError(
+            f"{true_nonfinite + false_nonfinite} valid pixels are not finite in float16 "
+            "(NaN, inf, or beyond +-65504); the smiyc protocol stores float16 as the "
+            "toolkit does: rescale the scores, e.g. to probabilities in [0, 1]"
+        )
+    true_cum, false_cum = np.cumsum(true_counts), np.cumsum(false_counts)
+    n_anomaly, n_inlier = int(true_cum[-1]), int(false_cum[-1])
+    if n_anomaly + n_inlier == 0:  # the toolkit fails on such a frame
+        return None
+    if commit == "05552386":
+        outer = [0.0, 1.0]
+    else:
+        present = np.flatnonzero(true_counts + false_counts)
+        vmin, vmax = _F16_VALUES[present[0]], _F16_VALUES[present[-1]]  # float16
+        eps = max(float(vmax - vmin) * 1e-2, 1e-2)  # float16 difference, then float64
+        outer = [float(vmin) - eps, float(vmax) + eps]
+    half = num_bins // 2
+    edges: list[np.ndarray] = [np.array(outer)]
+    for cumulative, n in ((true_cum, n_anomaly), (false_cum, n_inlier)):
+        if n:
+            edges.append(_quantile_from_counts(cumulative, np.linspace(0, 1, min(half, n))))
+    bins = np.unique(np.concatenate(edges))
+    zero = np.zeros(1, dtype=np.int64)
+    tp = _histogram_from_counts(np.concatenate([zero, true_cum]), bins)
+    fp = _histogram_from_counts(np.concatenate([zero, false_cum]), bins)
+    return (
+        np.ascontiguousarray(bins[::-1][1:]),
+        np.ascontiguousarray(tp[::-1], dtype=np.int64),
+        np.ascontiguousarray(fp[::-1], dtype=np.int64),
+        n_anomaly,
+        n_inlier,
+    )
+
+
 class SmiycPixelCurve:
     """The SegmentMeIfYouCan toolkit's binned pixel curve, one frame at a time.
 
@@ -193,13 +392,7 @@ class SmiycPixelCurve:
     """
 
     def __init__(self, num_bins: int = 768, commit: str = DEFAULT_SMIYC_COMMIT) -> None:
-        if num_bins < 4:
-            raise ValueError(f"num_bins must be >= 4, got {num_bins}")
-        if commit not in SMIYC_COMMITS:
-            raise ValueError(
-                f"unknown SegmentMeIfYouCan toolkit commit {commit!r}; choose one of "
-                f"{sorted(SMIYC_COMMITS)} (default {DEFAULT_SMIYC_COMMIT}, the reference)"
-            )
+        _check_smiyc_options(num_bins, commit)
         self.num_bins = num_bins
         self.commit = commit
         self._thresholds: list[np.ndarray] = []
@@ -209,42 +402,41 @@ class SmiycPixelCurve:
         self.n_inlier = 0
         self.frames_without_valid_pixels = 0
 
-    def _outer_edges(self, values: np.ndarray) -> list[float]:
-        if self.commit == "05552386":
-            return [0.0, 1.0]
-        vmin, vmax = values.min(), values.max()  # float16
-        eps = max(float(vmax - vmin) * 1e-2, 1e-2)  # float16 difference, then float64
-        return [float(vmin) - eps, float(vmax) + eps]
-
     def update(self, score: np.ndarray, label: np.ndarray) -> None:
-        """Add one frame: ``score`` real [H, W] (cast to float16), ``label`` uint8 [H, W]."""
-        score16 = np.asarray(score).astype(np.float16)
-        valid = np.asarray(label) < 255
-        positive = np.asarray(label)[valid].astype(bool)
-        values = score16[valid]
-        if not np.isfinite(values).all():
-            raise ValueError(
-                f"{int((~np.isfinite(values)).sum())} valid pixels are not finite in float16 "
-                "(NaN, inf, or beyond +-65504); the smiyc protocol stores float16 as the "
-                "toolkit does: rescale the scores, e.g. to probabilities in [0, 1]"
-            )
-        if values.size == 0:  # the toolkit fails on such a frame; it adds nothing to the curve
+        """Add one frame: ``score`` real [H, W] (cast to float16), ``label`` uint8 [H, W].
+
+        The frame's counts are :func:`smiyc_frame_counts`' (valid pixels: ``label < 255``).
+        """
+        counts = smiyc_frame_counts(score, label, self.num_bins, self.commit)
+        if counts is None:  # the toolkit fails on such a frame; it adds nothing to the curve
             self.frames_without_valid_pixels += 1
             return
-        at_true, at_false = values[positive], values[~positive]
-        half = self.num_bins // 2
-        edges: list[Any] = [np.array(self._outer_edges(values))]
-        for part in (at_true, at_false):
-            if part.size:
-                edges.append(np.quantile(part, np.linspace(0, 1, min(half, part.size))))
-        bins = np.unique(np.concatenate(edges))
-        tp_rel = np.histogram(at_true, bins=bins)[0][::-1]
-        fp_rel = np.histogram(at_false, bins=bins)[0][::-1]
-        self._thresholds.append(bins[::-1][1:])
-        self._tp.append(tp_rel)
-        self._fp.append(fp_rel)
-        self.n_anomaly += int(at_true.size)
-        self.n_inlier += int(at_false.size)
+        self.add_counts(*counts)
+
+    def add_counts(
+        self,
+        thresholds: np.ndarray,
+        tp: np.ndarray,
+        fp: np.ndarray,
+        n_anomaly: int,
+        n_inlier: int,
+    ) -> None:
+        """Add counts made by :func:`smiyc_frame_counts` (one frame's, or several frames'
+        concatenated in frame order), with the frames' valid anomaly and inlier pixels."""
+        thresholds = np.asarray(thresholds, dtype=np.float64)
+        tp, fp = np.asarray(tp, dtype=np.int64), np.asarray(fp, dtype=np.int64)
+        if not thresholds.ndim == tp.ndim == fp.ndim == 1 or not (
+            thresholds.size == tp.size == fp.size
+        ):
+            raise ValueError(
+                "thresholds, tp and fp must be 1-D of one length, got shapes "
+                f"{thresholds.shape}, {tp.shape}, {fp.shape}"
+            )
+        self._thresholds.append(thresholds)
+        self._tp.append(tp)
+        self._fp.append(fp)
+        self.n_anomaly += int(n_anomaly)
+        self.n_inlier += int(n_inlier)
 
     def _sorted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.n_anomaly == 0 or self.n_inlier == 0:
@@ -327,52 +519,3 @@ class SmiycPixelCurve:
     def component_threshold(threshold: float) -> float:
         """The threshold as ``float16_scores > threshold`` applies it: rounded to float16."""
         return float(np.float16(threshold))
-
-
-class PerImageMetrics:
-    """Exact AP, FPR95 and AUROC of every frame (:func:`anomaly_metrics`), and their spread.
-
-    Frames without an anomaly pixel or without an inlier pixel have no per-image metrics; they
-    are counted and named, never averaged in as 0 or 1. Memory: a few numbers per frame.
-    """
-
-    def __init__(self, ignore_index: int = 255, fpr_at_tpr: float = 0.95) -> None:
-        self.ignore_index = ignore_index
-        self.fpr_at_tpr = fpr_at_tpr
-        self.frames: list[dict[str, Any]] = []
-        self.skipped: list[str] = []
-
-    def update(self, name: str, score: Tensor | np.ndarray, label: Tensor | np.ndarray) -> None:
-        """Add one frame: ``score`` real [H, W], ``label`` integer [H, W] (0 / 1 / void)."""
-        score, label = torch.as_tensor(score), torch.as_tensor(label)
-        valid = label != self.ignore_index
-        targets = label[valid] == 1
-        n_anomaly = int(targets.sum())
-        if n_anomaly == 0 or n_anomaly == targets.numel():
-            self.skipped.append(name)
-            return
-        values = anomaly_metrics(score[valid], targets, self.fpr_at_tpr)
-        values["anomaly_fraction"] = n_anomaly / targets.numel()
-        self.frames.append({"name": name, **values})
-
-    def compute(self, worst: int = 10) -> dict[str, Any]:
-        """Means, quantiles (0, 10, 25, 50, 75, 90, 100 %) and the ``worst`` frames by AP."""
-        if not self.frames:
-            raise ValueError(
-                f"no frame holds both anomaly and inlier pixels ({len(self.skipped)} frames "
-                "seen), so no per-image metric is defined"
-            )
-        result: dict[str, Any] = {"n_frames": len(self.frames), "skipped": list(self.skipped)}
-        levels = [0, 10, 25, 50, 75, 90, 100]
-        for key in ("ap", "fpr95", "auroc"):
-            values = np.array([frame[key] for frame in self.frames])
-            result[key] = float(values.mean())
-            result[f"{key}_quantiles"] = {
-                str(q): float(v) for q, v in zip(levels, np.percentile(values, levels), strict=True)
-            }
-        ranked = sorted(self.frames, key=lambda frame: (frame["ap"], frame["name"]))
-        result["worst"] = [
-            {k: v for k, v in frame.items() if k not in ("n_anomaly", "n_inlier")}
-            for frame in ranked[:worst]
-        ]
-        return result
