@@ -8,7 +8,7 @@
   and oneDNN convolutions prefer, above all under autocast.
 * ``compile``: ``torch.compile`` of each segmenter's encoder and decoder (``nn.Module.compile``,
   so state-dict keys and checkpoints are unchanged); ``true`` or a backend name. The first
-  batches pay the compilation (minutes on a small CPU, about a minute on a GPU).
+  batches pay the compilation (benchmarks/README.md measures it).
 
 :func:`apply_fast_paths` applies them; ``tests/test_fast.py`` checks that each gives the same
 numbers as the plain float32 path within a stated tolerance, and ``benchmarks/overhead.py``
@@ -69,7 +69,7 @@ def apply_fast_paths(
 
     ``compile`` is ``True`` (the default backend, inductor) or a ``torch.compile`` backend
     name (e.g. ``aot_eager``, which captures the graph without generating code: what the tests
-    use, since inductor's code generation takes minutes on a small CPU). Returns the segmenters
+    use, since inductor's code generation is slow on a small CPU). Returns the segmenters
     it changed. A segmenter that is not an fsbench ``Segmenter`` (a
     user's own network) gets ``channels_last`` and ``compile`` as a whole module; ``autocast``
     needs the Segmenter's float32 hand-over to the heads, so it is refused there with the fix.

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from fsbench.data.check import IMAGE_SUFFIXES, read_rgb
 from fsbench.heads import AnomalyHead, device_of, resize_score
 from fsbench.models import load_segmenter
-from fsbench.models.checkpoint import load_head_state, read_checkpoint
+from fsbench.models.checkpoint import read_checkpoint, ready_head
 from fsbench.models.published import FAMILIES
 from fsbench.registry import conf_dir, options
 
@@ -102,27 +102,6 @@ def trained_head_config(checkpoint: str | Path) -> tuple[str, dict[str, Any]] | 
     return name, dict(config)
 
 
-def restore_fitted_head(head: AnomalyHead, path: str | Path) -> None:
-    """Load a fitted head state saved by ``evaluate.py`` (``<run>/heads/NAME.pt``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SubmissionError(
-            f"head state {path} does not exist; evaluate.py writes it to <run>/heads/NAME.pt "
-            "when it fits the head"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        head.load_state_dict(state)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise SubmissionError(
-            f"{path} is not a fitted state of {type(head).__name__} ({first}); pass the "
-            f"heads/NAME.pt that evaluate.py wrote for this head"
-        ) from error
-    if not head.is_fitted:
-        raise SubmissionError(f"{path} holds an unfitted {type(head).__name__}")
-
-
 def load_model(
     checkpoint: str | Path,
     head: str | None = None,
@@ -167,17 +146,17 @@ def load_model(
             f"has no such head. Train it (python train.py model={family} "
             "model.checkpoint=FILE head=...) and pass that run's last.ckpt without --model"
         )
-    built.attach(segmenter)
-    if built.trained_with_segmenter:
-        load_head_state(checkpoint, built)
-    if built.requires_fit:
-        if head_state is None:
-            raise SubmissionError(
-                f"head {name!r} is fitted on the training set; fit it once with `python "
-                f"evaluate.py {evaluated_with} head={name}` and pass the state it saves "
-                f"with --head-state <run>/heads/{name}.pt"
-            )
-        restore_fitted_head(built, head_state)
+    ready_head(
+        built,
+        segmenter,
+        checkpoint,
+        fitted_state=head_state,
+        without_fitted_state=(
+            f"head {name!r} is fitted on the training set; fit it once with `python "
+            f"evaluate.py {evaluated_with} head={name}` and pass the state it saves "
+            f"with --head-state <run>/heads/{name}.pt"
+        ),
+    )
     return segmenter.to(device).eval(), built.to(device).eval(), name
 
 

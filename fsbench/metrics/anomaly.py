@@ -399,9 +399,8 @@ def _work_tensors(size: int, device: torch.device | str = "cpu") -> dict[str, Te
 class _WorkArrays:
     """The CPU update's work tensors, one chunk long, with their numpy views; reused.
 
-    Reused because fresh memory costs its page faults (on a 2-core VM, ``pattern >> 31`` into a
-    new tensor took 2.1 ms per 2**18 pixels, in place 0.05 ms), and chunk-sized so that each
-    pass reads what the previous one left in the L2 cache.
+    Reused because fresh memory costs its page faults, and chunk-sized so that each pass reads
+    what the previous one left in the L2 cache (``benchmarks/binning.py``).
     """
 
     def __init__(self) -> None:
@@ -457,8 +456,8 @@ def add_to_histogram(
     On the CPU the elementwise passes run on numpy views of reused work tensors
     (``work``), :data:`CPU_CHUNK_PIXELS` pixels at a time: numpy runs them on one thread, where
     torch's intra-op threads made each pass a parallel region, and on a machine whose cores are
-    busy every region waits for a descheduled thread (1.5 s instead of 30 ms per 1024x2048 frame
-    on the 2-core CI machine under load). On a GPU, torch tensors in one pass, no synchronisation.
+    busy every region waits for a descheduled thread (benchmarks/README.md measures both). On a
+    GPU, torch tensors in one pass, no synchronisation.
 
     With ``void`` (the void label), also checks the labels on the way: returns whether a label
     other than 0, 1 and ``void`` was found (None without ``void``).
@@ -496,8 +495,8 @@ def _non_finite_counted(counts: Tensor) -> int:
 def _occupied_bins(counts: Tensor) -> Tensor:
     """The bins of ``counts`` [2, B] holding any pixel, ascending (int64).
 
-    On the CPU numpy's ``any`` over the 64 MiB state takes 10 ms where torch's reductions over
-    its first dimension (``sum(0)``, ``any(0)``) and ``torch.nonzero`` took 60-100 ms.
+    On the CPU numpy's ``any`` over the 64 MiB state, several times faster than torch's
+    reductions over its first dimension and ``torch.nonzero`` (benchmarks/README.md).
     """
     if counts.device.type == "cpu":
         return torch.from_numpy(np.flatnonzero(counts.numpy().any(0)).astype(np.int64))

@@ -7,7 +7,9 @@ A training checkpoint carries the constructor arguments of its segmenter under t
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra.utils
 import torch
@@ -113,6 +115,64 @@ def load_head_state(path: str | Path, head: nn.Module, map_location="cpu") -> No
         if key.startswith(HEAD_PREFIX)
     }
     _load_state_strict(head, state, path, "head")
+
+
+def restore_fitted_state(head: nn.Module, path: str | Path) -> None:
+    """Load a fitted head state saved by ``evaluate.py`` (``<run>/heads/NAME.pt``), read with
+    ``torch.load(weights_only=True)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"head state {path} does not exist; evaluate.py writes it to <run>/heads/NAME.pt "
+            "when it fits the head"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(
+            f"{path} is not a fitted state of {type(head).__name__} ({first}); pass the "
+            f"heads/NAME.pt that evaluate.py wrote for this head"
+        ) from error
+    if not getattr(head, "is_fitted", True):
+        raise ValueError(f"{path} holds an unfitted {type(head).__name__}")
+
+
+def ready_head(
+    head: Any,
+    segmenter: nn.Module,
+    checkpoint: str | Path | None = None,
+    *,
+    fitted_state: str | Path | None = None,
+    fit: Callable[[Any], None] | None = None,
+    without_checkpoint: str = "",
+    without_fitted_state: str = "",
+) -> Any:
+    """A head ready to score: the one path of ``evaluate.py``, ``fsbench-submit`` and ``-export``.
+
+    The head is attached to ``segmenter``; a training-time head (``trained_with_segmenter``)
+    gets its tensors from the ``train.py`` ``checkpoint`` trained with it; a fitted head
+    (``requires_fit``) gets its state from ``fitted_state`` (``<run>/heads/NAME.pt``) or, without
+    one, from ``fit(head)``. ``without_checkpoint`` / ``without_fitted_state`` are the messages
+    (naming the command to run) when what a head needs is missing.
+    """
+    head.attach(segmenter)
+    if head.trained_with_segmenter:
+        if checkpoint is None:
+            raise ValueError(
+                without_checkpoint
+                or f"{type(head).__name__} needs the train.py checkpoint trained with it"
+            )
+        load_head_state(checkpoint, head)
+    if head.requires_fit:
+        if fitted_state is not None:
+            restore_fitted_state(head, fitted_state)
+        elif fit is not None:
+            fit(head)
+        else:
+            raise ValueError(without_fitted_state or f"{type(head).__name__} must be fitted first")
+    return head
 
 
 def _unsupported(error: Exception) -> str:

@@ -17,12 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from fsbench.examples import FIGURE_RANKING_STRIDE, take_per_image, write_worst_best
 from fsbench.fast import apply_fast_paths, autocast_dtype
+from fsbench.heads import AnomalyHead
 from fsbench.lit import AnomalyEvaluation
 from fsbench.lit.evaluation import check_every_process_has_frames
 from fsbench.loggers import show_progress, tidy_library_output
 from fsbench.metrics.suite import describe, protocol_config, protocol_names
 from fsbench.models import load_segmenter
-from fsbench.models.checkpoint import load_head_state
+from fsbench.models.checkpoint import ready_head
 from fsbench.pipelines.common import INPUT_ERRORS, check_mandatory_values, selected_heads
 from fsbench.report import PROTOCOL, write_json_atomic, write_results
 
@@ -171,27 +172,34 @@ def evaluate(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     datamodule = hydra.utils.instantiate(cfg.data)
     device = _fit_device(cfg)  # heads are fitted where the evaluation will run
     segmenter.to(device)
+    model = cfg.get("model")
+    model_name = model.get("family", "the model config") if model is not None else "the model"
     for name, head in heads.items():
-        head.attach(segmenter)
-        head.to(device)
-        if head.trained_with_segmenter:
-            if checkpoint is None:
-                raise ValueError(
-                    f"head {name} is trained with the segmenter by train.py, and model="
-                    f"{cfg.model.get('family', 'the model config')} has no such head. Train it "
-                    "first (python train.py model=<the model> model.checkpoint=FILE "
-                    "head=<the head> ...) and evaluate that run: checkpoint=<run>/checkpoints/"
-                    "last.ckpt"
-                )
-            load_head_state(checkpoint, head)
-        if head.requires_fit:
+
+        def fit_and_save(head: AnomalyHead, name: str = name) -> None:
             # Every training image once, in index order, none augmented: under DDP every
             # process fits the same statistics on the whole set.
+            head.to(device)
             print(f"fitting head {name} on the training set")
             head.fit(segmenter, datamodule.fit_dataloader())
             if rank_zero_only.rank == 0:
                 (output_dir / "heads").mkdir(parents=True, exist_ok=True)
                 torch.save(head.state_dict(), output_dir / "heads" / f"{name}.pt")
+
+        ready_head(
+            head,
+            segmenter,
+            checkpoint,
+            fit=fit_and_save,
+            without_checkpoint=(
+                f"head {name} is trained with the segmenter by train.py, and model="
+                f"{model_name} has no such head. Train it "
+                "first (python train.py model=<the model> model.checkpoint=FILE "
+                "head=<the head> ...) and evaluate that run: checkpoint=<run>/checkpoints/"
+                "last.ckpt"
+            ),
+        )
+        head.to(device)
 
     protocols = selected_protocols(cfg)
     loaders = datamodule.anomaly_dataloaders()
