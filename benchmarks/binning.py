@@ -50,6 +50,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# the pixels of benchmarks/metrics.py (this folder is first on sys.path when run as a script)
+from metrics import _data as data  # noqa: E402
+
 from fsbench.metrics import anomaly  # noqa: E402
 from fsbench.metrics.anomaly import AnomalyMetrics, add_to_histogram, histogram_slots  # noqa: E402
 
@@ -57,15 +60,6 @@ IMAGE = 1024 * 2048
 BITS = anomaly.DEFAULT_BIN_BITS
 
 Fold = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
-
-
-def data(pixels: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pixels of ``benchmarks/metrics.py``: 1% anomaly, 5% void, two overlapping normals."""
-    generator = torch.Generator().manual_seed(seed)
-    target = (torch.rand(pixels, generator=generator) < 0.01).to(torch.uint8)
-    target[torch.rand(pixels, generator=generator) < 0.05] = 255
-    score = torch.randn(pixels, generator=generator) + 1.5 * (target == 1)
-    return score, target
 
 
 # -- candidates ------------------------------------------------------------------------------

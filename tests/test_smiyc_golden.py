@@ -179,3 +179,31 @@ def test_the_cases_exercise_what_they_claim():
     assert scalars["cases"]["energy_range"]["pixel"]["best_f1_threshold"] < 0
     assert len(scalars["cases"]["quantized_ties"]["pixel_by_frame_order"]) > 1
     assert scalars["numpy"].startswith("1.23")  # the toolkit's pinned numpy
+
+
+@pytest.mark.parametrize("commit", sorted(SMIYC_COMMITS))
+@pytest.mark.parametrize("case", CASES)
+def test_the_protocol_metric_equals_the_toolkit(case, commit):
+    """``SmiycMetrics``, what ``evaluate.py protocol=[smiyc]`` and ``fsbench score --protocol
+    smiyc`` run, against the toolkit: its pixel metrics and, where the toolkit's own threshold
+    does not depend on its frame order, its component metrics at that threshold."""
+    import torch
+
+    from fsbench.metrics.smiyc import SmiycMetrics
+
+    scalars, arrays = _golden(commit)
+    track = "obstacle" if META[case]["track"] == "obstacle" else "anomaly"
+    metric = SmiycMetrics(commit=commit, track=track)
+    for score, label in FRAMES[case]:
+        metric.update(torch.from_numpy(score), torch.from_numpy(label), None)
+    got = metric.compute()
+    scale = _scale(arrays[f"{case}/pixel_ties_in_frame_order/thresholds"])
+    _check_pixel(got, scalars["cases"][case]["pixel_ties_in_frame_order"], scale)
+    if len(scalars["cases"][case]["pixel_by_frame_order"]) > 1:
+        return  # the toolkit's threshold, hence its components, depends on its frame order
+    want = scalars["cases"][case]["components"]["best_f1"]
+    components = got["components"]
+    assert components["threshold"] == SmiycPixelCurve.component_threshold(want["thresh_p"])
+    assert _same(components["siou_gt"], want["sIoU_gt"]), (components, want)
+    assert _same(components["ppv"], want["prec_pred"]), (components, want)
+    assert _same(components["mean_f1"], want["f1_mean"]), (components, want)

@@ -31,7 +31,7 @@ from torch import Tensor
 from torchmetrics.utilities import rank_zero_warn
 
 from fsbench.metrics.per_image import per_image_metrics
-from fsbench.metrics.states import cat_state
+from fsbench.metrics.states import cat_state, check_same_shape
 
 __all__ = [
     "AnomalyMetrics",
@@ -611,11 +611,7 @@ class AnomalyMetrics(torchmetrics.Metric):
 
     def update(self, score: Tensor, target: Tensor) -> None:
         """Add one batch: ``score`` float [...], ``target`` int [...] of the same shape."""
-        if score.shape != target.shape:
-            raise ValueError(
-                f"score shape {tuple(score.shape)} differs from target shape "
-                f"{tuple(target.shape)}; resize the scores to the label resolution"
-            )
+        check_same_shape(score, target)
         if score.is_complex() or score.dtype == torch.bool:
             raise ValueError(f"scores must be real numbers, got dtype {score.dtype}")
         score, target = score.detach(), target.detach()

@@ -126,7 +126,7 @@ SMIYC_COMMITS: dict[str, str] = {
 DEFAULT_SMIYC_COMMIT = "1c7804e"
 
 
-def _check_smiyc_options(num_bins: int, commit: str) -> None:
+def check_smiyc_options(num_bins: int, commit: str) -> None:
     if num_bins < 4:
         raise ValueError(f"num_bins must be >= 4, got {num_bins}")
     if commit not in SMIYC_COMMITS:
@@ -300,7 +300,7 @@ def smiyc_frame_counts(
     Raises:
         ValueError: if a valid pixel is not finite in float16 (NaN, inf, beyond +-65504).
     """
-    _check_smiyc_options(num_bins, commit)
+    check_smiyc_options(num_bins, commit)
     label = np.asarray(label)
     bits = float16_scores(np.asarray(score)).view(np.uint16)
     anomaly, inlier = _class_masks(label, ignore_index)
@@ -392,7 +392,7 @@ class SmiycPixelCurve:
     """
 
     def __init__(self, num_bins: int = 768, commit: str = DEFAULT_SMIYC_COMMIT) -> None:
-        _check_smiyc_options(num_bins, commit)
+        check_smiyc_options(num_bins, commit)
         self.num_bins = num_bins
         self.commit = commit
         self._thresholds: list[np.ndarray] = []

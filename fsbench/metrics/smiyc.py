@@ -33,8 +33,8 @@ from fsbench.metrics.components import (
 )
 from fsbench.metrics.protocols import (
     DEFAULT_SMIYC_COMMIT,
-    SMIYC_COMMITS,
     SmiycPixelCurve,
+    check_smiyc_options,
     float16_scores,
     smiyc_frame_counts,
 )
@@ -94,11 +94,7 @@ class SmiycMetrics(torchmetrics.Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if commit not in SMIYC_COMMITS:
-            raise ValueError(
-                f"unknown SegmentMeIfYouCan toolkit commit {commit!r}; choose one of "
-                f"{sorted(SMIYC_COMMITS)} (default {DEFAULT_SMIYC_COMMIT}, the reference)"
-            )
+        check_smiyc_options(int(num_bins), commit)
         self.commit = commit
         self.num_bins = int(num_bins)
         self.track = smiyc_track("", track)

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["cat_state", "frame_batch", "gather_objects"]
+__all__ = ["cat_state", "check_same_shape", "frame_batch", "gather_objects"]
 
 
 def cat_state(state: list[Tensor] | Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -36,9 +36,14 @@ def frame_batch(score: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """``score`` and ``target`` as a batch [N, H, W] (one [H, W] frame gets N = 1), same shape."""
     if score.dim() == 2:
         score, target = score[None], target[None]
+    check_same_shape(score, target)
+    return score, target
+
+
+def check_same_shape(score: Tensor, target: Tensor) -> None:
+    """Refuse scores at another resolution than their labels (they are never resized here)."""
     if score.shape != target.shape:
         raise ValueError(
             f"score shape {tuple(score.shape)} differs from target shape "
             f"{tuple(target.shape)}; resize the scores to the label resolution"
         )
-    return score, target
