@@ -5,9 +5,12 @@
 Writes ``--frames`` float32 ``.npy`` score maps and a RoadAnomaly21-layout tree of label PNGs
 (0 / 1 / 255, blobby anomalies, a void band) into a temporary folder, then times:
 
-* the floor: ``numpy.load`` of every score map plus the label PNG that the scorer decodes;
-* ``fsbench score`` under each protocol (``smiyc`` reads everything twice: pixel pass, then the
-  component pass at the toolkit's threshold), and ``fishyscapes`` with ``--explain``.
+* the floor: ``numpy.load`` of every score map plus the label PNG that the scorer decodes, one
+  after the other on one thread;
+* ``fsbench score`` under each protocol, and ``fishyscapes`` with ``--explain``: one read of
+  every file, on a thread of its own ahead of the scoring (``SavedScores``' read-ahead; ``smiyc``
+  keeps each frame as float16 for the component pass at the toolkit's threshold), building the
+  metric and ``compute()`` included.
 
 Files are read right after being written, so both columns read from the page cache: the
 comparison is of decoding and scoring cost, not of disk speed.

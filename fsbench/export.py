@@ -1,7 +1,7 @@
 """Export a segmenter and its anomaly head as one self-contained TorchScript (or ONNX) module.
 
-``fsbench-export --checkpoint CKPT --head NAME --height H --width W --output model.pt`` writes
-a TorchScript file that needs nothing but ``torch`` to run::
+The library behind ``fsbench-export`` (the command line is :mod:`fsbench.cli.export`):
+:func:`export` writes a TorchScript file that needs nothing but ``torch`` to run::
 
     model = torch.jit.load("model.pt")
     score, segmentation = model(image)
@@ -16,13 +16,13 @@ image and refuses scores that differ by more than ``tolerance`` (1e-4): a head w
 sampling (MC dropout) therefore cannot be exported. The file records what it holds under
 ``fsbench.json`` (``torch.jit.load(path, _extra_files={"fsbench.json": ""})``).
 
-``--onnx model.onnx`` also writes an ONNX graph (uint8 input [1, 3, H, W]; outputs ``score``
-[1, H, W] and ``segmentation`` [1, H, W]); it needs the ``onnx`` package.
+With ``onnx_path`` (``--onnx``) it also writes an ONNX graph (uint8 input [1, 3, H, W]; outputs
+``score`` [1, H, W] and ``segmentation`` [1, H, W]); that needs the ``onnx`` package.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import json
 import sys
 import warnings
@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from fsbench.heads import AnomalyHead, device_of, resize_score
-from fsbench.submit import CONF_DIR, SubmissionError, add_model_arguments, load_model
+from fsbench.submit import CONF_DIR, SubmissionError, load_model
 
 #: Parity tolerance, relative to the scores' scale max(1, max |eager score|): the traced and the
 #: eager graphs may pick other kernels, whose rounding grows with the values (density scores
@@ -236,38 +236,5 @@ def export(
     return metadata
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="fsbench-export",
-        description="Write a segmenter + anomaly head as one TorchScript (and ONNX) module.",
-    )
-    add_model_arguments(p)
-    p.add_argument("--height", type=int, default=1024, help="input height the module takes")
-    p.add_argument("--width", type=int, default=2048, help="input width the module takes")
-    p.add_argument("--output", required=True, help="TorchScript file to write (model.pt)")
-    p.add_argument("--onnx", help="also write this ONNX file (needs the onnx package)")
-    args = p.parse_args(argv)
-    try:
-        metadata = export(
-            args.checkpoint,
-            args.output,
-            args.head,
-            args.head_state,
-            args.set,
-            args.height,
-            args.width,
-            args.onnx,
-            args.conf_dir,
-            family=args.model,
-        )
-    except (SubmissionError, FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"fsbench-export: error: {error}") from error
-    print(
-        f"wrote {args.output} (head {metadata['head']}, {args.height} x {args.width}; exported "
-        f"vs eager max abs score difference {metadata['parity_max_abs_difference']:.2g})"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m fsbench.export: the command line of fsbench.cli.export
+    sys.exit(importlib.import_module("fsbench.cli.export").main())

@@ -1,7 +1,13 @@
-"""Evaluation results as JSON and as a Fishyscapes-style table."""
+"""Evaluation results as JSON and as a Fishyscapes-style table, and leaderboards over runs.
+
+:func:`write_results` writes an evaluation's ``results.json`` and ``results.md`` (the evaluate
+pipeline calls it); :func:`gather` and :func:`write_leaderboard` collect every result under a
+folder. The command line ``fsbench-report`` is :mod:`fsbench.cli.report`.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -282,27 +288,5 @@ def write_leaderboard(directory: str | Path, out: str | Path | None = None) -> s
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``fsbench-report DIR [--out OUT]``: the leaderboard of every evaluation under DIR."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(
-        prog="fsbench-report",
-        description="Gather every results.json under DIR (an evaluate.py run or a Hydra "
-        "multirun folder) into leaderboard.md, leaderboard.csv and leaderboard.png.",
-    )
-    parser.add_argument("directory", metavar="DIR")
-    parser.add_argument("--out", help="where to write (default: DIR)")
-    args = parser.parse_args(argv)
-    try:
-        print(write_leaderboard(args.directory, args.out))
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"leaderboard: {Path(args.out or args.directory) / 'leaderboard.md'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m fsbench.report: the command line of fsbench.cli.report
+    raise SystemExit(importlib.import_module("fsbench.cli.report").main())

@@ -1,7 +1,8 @@
 """Benchmark submissions: score a folder of images and write exactly what a grader reads.
 
-``python -m fsbench.submit --checkpoint CKPT --head NAME --input DIR --output DIR`` runs a
-trained segmenter and an anomaly head over every image of ``DIR`` and writes, per format:
+The library behind ``fsbench-submit`` / ``python -m fsbench.submit`` (the command line is
+:mod:`fsbench.cli.submit`): :func:`load_model` builds a segmenter and a ready anomaly head from a
+checkpoint, :func:`submit` scores every image of a folder and writes, per format:
 
 * ``fishyscapes`` (the default): for each input ``DDDD_<anything>.png``, the files
   ``DDDD_anomaly.npy`` (float32 [H, W], the anomaly score at the input's resolution, higher =
@@ -18,21 +19,19 @@ trained segmenter and an anomaly head over every image of ``DIR`` and writes, pe
   suffix; ``<dataset>`` is ``AnomalyTrack-all`` or ``ObstacleTrack-all`` (the toolkit's
   ``name_for_persistence``); point the toolkit's ``DIR_OUTPUTS`` at the output folder.
 
-The head comes from ``conf/head/NAME.yaml`` (``--set key=value`` overrides its arguments), or,
-without ``--head``, from the training-time head the checkpoint was trained with. A head that is
-fitted on the training set (``head.requires_fit``) is restored from the state ``evaluate.py``
-saved in ``<run>/heads/NAME.pt`` (``--head-state``); it is never fitted here, so the submission
-needs no training data. Scores are checked to be finite before anything is written, and every
-file is written through a temporary name and a rename. Guide: ``docs/submission.md``.
+The head is built from ``conf/head/NAME.yaml`` (with overrides), or is the training-time head
+the checkpoint was trained with; a head fitted on the training set is restored from the state
+``evaluate.py`` saved (``<run>/heads/NAME.pt``), never fitted here, so a submission needs no
+training data. Scores are checked to be finite before anything is written, and every file is
+written through a temporary name and a rename. Guide: ``docs/submission.md``.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import os
 import re
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -360,81 +359,5 @@ def _atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """The options that choose the checkpoint and the head (shared with fsbench-export)."""
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        help="train.py checkpoint (last.ckpt), or with --model a published network's file",
-    )
-    p.add_argument(
-        "--model",
-        metavar="FAMILY",
-        help=f"the published network family of --checkpoint ({', '.join(FAMILIES)}; "
-        "docs/reproduce.md)",
-    )
-    p.add_argument(
-        "--head",
-        help="head config name (conf/head/NAME.yaml); default: the checkpoint's training-time head",
-    )
-    p.add_argument("--head-state", help="fitted head state, <evaluate run>/heads/NAME.pt")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an argument of the head config (repeatable)",
-    )
-    p.add_argument("--conf-dir", default=str(CONF_DIR), help="the Hydra config tree")
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m fsbench.submit",
-        description="Write a Fishyscapes or SegmentMeIfYouCan submission from a checkpoint.",
-    )
-    add_model_arguments(p)
-    p.add_argument("--input", required=True, help="folder of input images")
-    p.add_argument("--output", required=True, help="folder the files are written to")
-    p.add_argument("--format", default="fishyscapes", choices=FORMATS)
-    p.add_argument("--method", help="SegmentMeIfYouCan method name (default fsbench_<head>)")
-    p.add_argument(
-        "--dataset",
-        help="SegmentMeIfYouCan dataset name (default from the input "
-        "folder: AnomalyTrack-all or ObstacleTrack-all)",
-    )
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    started = time.perf_counter()
-    try:
-        segmenter, head, name = load_model(
-            args.checkpoint,
-            args.head,
-            args.head_state,
-            args.set,
-            args.conf_dir,
-            args.device,
-            family=args.model,
-        )
-        written = submit(
-            segmenter,
-            head,
-            args.input,
-            args.output,
-            args.format,
-            method=args.method or f"fsbench_{name}",
-            dataset=args.dataset,
-        )
-    except (SubmissionError, FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"fsbench.submit: error: {error}") from error
-    seconds = time.perf_counter() - started
-    print(f"{len(written)} files written to {args.output} by head {name} in {seconds:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m fsbench.submit: the command line of fsbench.cli.submit
+    sys.exit(importlib.import_module("fsbench.cli.submit").main())

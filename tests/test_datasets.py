@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 from PIL import Image, features
 
-from fsbench.data.__main__ import main as cli_main
+from fsbench.cli.data import main as cli_main
 from fsbench.data.anomaly_sets import (
     FishyscapesLostAndFound,
     FishyscapesStatic,
@@ -717,7 +717,7 @@ def test_make_anomaly_set_round_trips_through_the_static_reader(tmp_path, blend)
 
 
 def test_make_anomaly_set_cli(tmp_path, capsys):
-    from fsbench.data.__main__ import main
+    from fsbench.cli.data import main
 
     cityscapes = make_cityscapes(tmp_path / "cs")
     out = tmp_path / "made"

@@ -21,7 +21,8 @@ from submission_helpers import (
 )
 
 from baselines.training import VoidClassifier
-from fsbench.export import METADATA, export, main
+from fsbench.cli.export import main
+from fsbench.export import METADATA, export
 from fsbench.submit import load_model, predict_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated
@@ -168,7 +169,7 @@ def test_exported_module_names_its_size_and_input_range(setup):
 
 def test_console_script_writes_the_module_and_its_metadata(setup, capsys):
     (entry,) = [e for e in entry_points(group="console_scripts") if e.name == "fsbench-export"]
-    assert entry.value == "fsbench.export:main"  # installed: pip install -e . --no-deps
+    assert entry.value == "fsbench.cli.export:main"  # installed: pip install -e . --no-deps
     assert Path(sys.executable).with_name("fsbench-export").is_file()
     path = setup["root"] / "cli.pt"
     argv = [

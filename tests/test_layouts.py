@@ -23,7 +23,7 @@ from PIL import Image, features
 from sklearn.metrics import average_precision_score, roc_auc_score
 from test_datasets import _save
 
-from fsbench.data.__main__ import main as cli_main
+from fsbench.cli.data import main as cli_main
 from fsbench.data.anomaly_sets import FishyscapesLostAndFound, RoadAnomaly
 from fsbench.data.check import DatasetError
 from fsbench.data.convert import build_reader, convert, detect

@@ -308,6 +308,7 @@ def _two_process_sync(rank0_batches, rank1_batches) -> dict[str, float]:
     states = {tuple(rank1.counts.shape): rank1.counts.clone()}
     states[tuple(rank1.label_values.shape)] = rank1.label_values.clone()
     states[tuple(rank1.non_finite.shape)] = rank1.non_finite.clone()
+    states[tuple(rank1.bin_range.shape)] = rank1.bin_range.clone()
 
     def fake_all_gather(tensor, group=None):
         return [tensor, states[tuple(tensor.shape)]]
@@ -701,6 +702,24 @@ def test_copied_and_pickled_metrics_count_into_their_own_histogram():
         copy.update(torch.from_numpy(score[1]), torch.from_numpy(target[1]))
         np.testing.assert_array_equal(copy.counts.numpy(), numpy_histogram(score, target, 12))
     np.testing.assert_array_equal(metric.counts.numpy(), numpy_histogram(score[0], target[0], 12))
+
+
+@pytest.mark.filterwarnings("ignore::fsbench.metrics.anomaly.BinningWarning")
+def test_compute_reads_the_bins_between_the_lowest_and_highest_reached():
+    rng = np.random.default_rng(5)
+    metric = AnomalyMetrics(bin_bits=14)
+    scores = [rng.normal(size=300) * 1e-30, rng.normal(size=300) * 1e30]  # far apart
+    for score in scores:
+        target = (rng.random(score.shape) < 0.3).astype(np.uint8)
+        metric.update(torch.from_numpy(score), torch.from_numpy(target))
+    bins = score_bins(torch.from_numpy(np.concatenate(scores)), 14)
+    assert metric.bin_range.tolist() == [int(bins.min()), int(bins.max())]
+    result = metric.compute()
+    assert result["n_anomaly"] + result["n_inlier"] == 600
+    metric.reset()
+    assert metric.bin_range.tolist() == [2**14, -1] and int(metric.counts.sum()) == 0
+    metric.update(torch.tensor([0.5, 2.0]), torch.tensor([0, 1]))
+    assert metric.compute()["auroc"] == 1.0
 
 
 def test_state_size_does_not_grow_with_the_data():

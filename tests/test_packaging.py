@@ -41,6 +41,18 @@ def test_pyproject_lists_every_package_and_every_config_folder():
     assert listed == code | folders
 
 
+def test_every_console_script_is_a_command_line_of_fsbench_cli():
+    import importlib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    commands = {"train", "evaluate", "score", "submit", "export", "report", "data"}
+    assert set(scripts) == {f"fsbench-{command}" for command in commands}
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        assert module.split(".")[:2] == ["fsbench", "cli"], f"{name} = {target}"
+        assert callable(getattr(importlib.import_module(module), function)), f"{name} = {target}"
+
+
 def test_the_registry_reads_the_packaged_config_tree():
     from fsbench.registry import conf_dir, options
 

@@ -137,7 +137,7 @@ def _input_folder(root: Path) -> Path:
 
 
 def test_submit_writes_a_published_networks_scores(published_file, tmp_path):
-    from fsbench.submit import main
+    from fsbench.cli.submit import main
 
     folder = _input_folder(tmp_path)
     args = ["--checkpoint", str(published_file), "--model", FAMILY, "--head", "entropy"]
@@ -155,7 +155,7 @@ def test_submit_writes_a_published_networks_scores(published_file, tmp_path):
 
 
 def test_submit_without_a_head_for_a_published_file_lists_the_heads(published_file, tmp_path):
-    from fsbench.submit import main
+    from fsbench.cli.submit import main
 
     folder = _input_folder(tmp_path)
     with pytest.raises(SystemExit, match="holds no anomaly head; choose one with --head"):

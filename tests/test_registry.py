@@ -16,8 +16,8 @@ import yaml
 from test_datasets import make_fs_laf, make_fs_static, make_road_anomaly, make_smiyc, needs_webp
 
 from fsbench import registry
+from fsbench.cli import data as data_cli
 from fsbench.data import SyntheticScenes
-from fsbench.data import __main__ as data_cli
 from fsbench.data.anomaly_sets import (
     FishyscapesLostAndFound,
     FishyscapesStatic,

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from fsbench.cli.report import main
 from fsbench.plots import plot_curves
-from fsbench.report import gather, main, results_table, write_leaderboard
+from fsbench.report import gather, results_table, write_leaderboard
 
 
 def _run(folder: Path, overrides: list[str], results: dict) -> None:

@@ -16,7 +16,8 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from fsbench.cli.score import main
-from fsbench.data.score_maps import match_frames
+from fsbench.data.anomaly_sets import SegmentMeIfYouCan
+from fsbench.data.score_maps import SavedScores, ScoreError, match_frames
 from fsbench.metrics.per_image import PerImageMetrics
 from fsbench.metrics.protocols import (
     SmiycPixelCurve,
@@ -323,6 +324,28 @@ def test_anomaly_suffixed_names_are_matched_and_segmentation_files_skipped(tmp_p
     np.save(tmp_path / "pred" / "frame.a0_segmentation.npy", np.zeros(SIZE, np.int64))
     reference = sklearn_pooled(list(scores.values()), list(labels.values()))
     assert run(tmp_path, root)["results"]["ap"] == pytest.approx(reference["ap"], abs=1e-12)
+
+
+@pytest.mark.parametrize("read_ahead", [0, 1, 3])
+def test_saved_scores_read_ahead_yields_every_frame_in_order_and_errors_in_place(
+    tmp_path, smiyc_root, read_ahead
+):
+    root, labels = smiyc_root
+    scores = make_scores(labels)
+    write_scores(tmp_path / "pred", scores, "npy")
+    dataset = SegmentMeIfYouCan(root, track="anomaly")
+    frames = SavedScores(tmp_path / "pred", dataset, read_ahead=read_ahead)
+    seen = [frame["name"] for frame in frames]
+    assert seen == [frames[index]["name"] for index in range(len(frames))] == frames.names
+    for frame in frames:
+        np.testing.assert_array_equal(frame["score"], scores[frame["name"]])
+    broken = frames.names[1]
+    np.save(tmp_path / "pred" / f"{broken}.npy", np.zeros((3, 3), np.float32))
+    yielded = []
+    with pytest.raises(ScoreError, match=broken):
+        for frame in frames:
+            yielded.append(frame["name"])
+    assert yielded == frames.names[:1]
 
 
 def test_fishyscapes_submission_ids_are_matched():

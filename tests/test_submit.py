@@ -21,9 +21,9 @@ from submission_helpers import (
 )
 
 from baselines.softmax import Energy, MaxSoftmax, StandardizedMaxLogit
+from fsbench.cli.submit import main
 from fsbench.lit.evaluation import match_label_size, predict_heads
 from fsbench.metrics import AnomalyMetrics
-from fsbench.submit import main
 
 ROOT = Path(__file__).resolve().parents[1]
 FS_IDS = ["0010", "0002", "0003"]  # name order differs from the grader's integer order

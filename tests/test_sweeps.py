@@ -11,8 +11,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from fsbench.cli.report import main as report_main
 from fsbench.models import Segmenter, save_segmenter
-from fsbench.report import main as report_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [

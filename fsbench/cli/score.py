@@ -31,7 +31,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,23 @@ def _safe(compute, *args) -> dict[str, Any]:
         return {"error": str(error)}
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch's CPU operations on one thread inside, restoring the count after.
+
+    The scorer's own work is one thread's (numpy passes, one histogram fold, reductions over
+    the occupied bins) while :class:`SavedScores` reads ahead on another; torch's intra-op
+    threads would only make each reduction a parallel region that waits for a thread busy
+    reading (benchmarks/README.md, "The referee").
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def score_maps(pred: str | Path, dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Score the maps in ``pred`` against ``dataset`` under ``args.protocol``; the payload.
 
@@ -191,15 +209,19 @@ def score_maps(pred: str | Path, dataset: Any, args: argparse.Namespace) -> dict
     the same numbers on the same maps. ``args`` holds ``data, protocol, explain, smiyc_commit,
     track, key, negate, allow_surplus, bar, worst, bin_bits`` (see :func:`main`).
     """
+    with one_torch_thread():
+        return _score_maps(pred, dataset, args)
+
+
+def _score_maps(pred: str | Path, dataset: Any, args: argparse.Namespace) -> dict[str, Any]:
     frames = SavedScores(pred, dataset, args.key, args.negate, args.allow_surplus)
     started = time.perf_counter()
     node = protocol_node(args)
     metric = protocol_metric(args.protocol, node, args.data)
     explain = _Explain(args.protocol, metric, args) if args.explain else None
     anomaly_free: list[str] = []
-    progress = tqdm(range(len(frames)), desc="scoring", disable=not args.bar, file=sys.stderr)
-    for index in progress:
-        frame = frames[index]
+    progress = tqdm(frames, desc="scoring", disable=not args.bar, file=sys.stderr)
+    for index, frame in enumerate(progress):
         score, label, name = frame["score"], frame["anomaly"], frame["name"]
         score_t, label_t = torch.from_numpy(score)[None], torch.from_numpy(label)[None]
         has_anomaly = bool((label == 1).any())

@@ -106,17 +106,23 @@ def read_label(path: Path) -> np.ndarray:
 def _only_allowed(raw: np.ndarray, allowed: np.ndarray) -> bool:
     """Whether every value of the uint8 array ``raw`` is allowed (``allowed``: bool [256]).
 
-    Compares against the runs of consecutive allowed values (few for label encodings: 0-1 and
-    255 for anomaly labels) instead of a table lookup, which would widen every pixel's index.
+    Looks for the runs of consecutive values that are not allowed (few for label encodings:
+    2..254 for anomaly labels): ``raw`` holds one of ``first..last`` iff the minimum of
+    ``raw - first`` (uint8, wrapping) is at most ``last - first``. Two passes per run and no
+    boolean image, where a table lookup would widen every pixel's index.
     """
-    edges = np.flatnonzero(np.diff(np.r_[False, allowed, False]))
-    runs = edges.reshape(-1, 2)  # [first, last + 1) of each run
+    edges = np.flatnonzero(np.diff(np.r_[True, allowed, True]))
+    runs = edges.reshape(-1, 2)  # [first, last + 1) of each run of values not allowed
     if len(runs) > 8:
         return bool(allowed[raw].all())
-    ok = np.zeros(raw.shape, dtype=bool)
+    if raw.size == 0:
+        return True
+    shifted = np.empty_like(raw, dtype=np.uint8)
     for first, stop in runs:
-        ok |= (raw >= first) & (raw <= stop - 1) if stop - first > 1 else raw == first
-    return bool(ok.all())
+        np.subtract(raw, np.uint8(first), out=shifted, dtype=np.uint8, casting="unsafe")
+        if int(shifted.min()) <= stop - 1 - first:
+            return False
+    return True
 
 
 def resize_rgb(image: np.ndarray, size: Sequence[int]) -> np.ndarray:

@@ -18,7 +18,9 @@ Higher = more anomalous, at the label's resolution; only the labels are decoded,
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -224,8 +226,10 @@ class SavedScores:
     """The frames of ``dataset`` with their saved score maps from ``folder``, one at a time.
 
     ``len()`` is the dataset's; item ``i`` is ``{"score": real [H, W] (float16/32/64, checked by
-    :func:`as_scores`; negated with ``negate``), "anomaly": uint8 [H, W], "name": str}``. Memory
-    does not grow with the number of frames.
+    :func:`as_scores`; negated with ``negate``), "anomaly": uint8 [H, W], "name": str}``.
+    Iterating yields the items in order while a thread reads the next ``read_ahead`` ones, so
+    the files are read and decoded while the caller scores (numpy, PIL and torch release the
+    GIL): memory holds ``read_ahead + 1`` frames, whatever the number of frames.
 
     Raises:
         ScoreError: at construction, listing frames without a score file and (unless
@@ -239,8 +243,10 @@ class SavedScores:
         key: str | None = None,
         negate: bool = False,
         allow_surplus: bool = False,
+        read_ahead: int = 2,
     ) -> None:
         self.dataset = dataset
+        self.read_ahead = max(int(read_ahead), 0)
         self.names = frame_names(dataset)
         self.files = match_frames(self.names, index_score_files(folder), allow_surplus)
         self.key = key
@@ -258,3 +264,21 @@ class SavedScores:
             "anomaly": label,
             "name": self.names[index],
         }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.read_ahead == 0:
+            yield from (self[index] for index in range(len(self)))
+            return
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsbench-read")
+        try:
+            ahead = range(min(self.read_ahead, len(self)))
+            pending = deque(pool.submit(self.__getitem__, index) for index in ahead)
+            following = len(pending)
+            while pending:
+                frame = pending.popleft().result()  # a reading error is raised here, in order
+                if following < len(self):
+                    pending.append(pool.submit(self.__getitem__, following))
+                    following += 1
+                yield frame
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -325,18 +325,30 @@ def _bins_into(score32: Any, bits: int, bins: Any, pattern: Any, pattern_bits: A
     """
     xp = np if isinstance(bins, np.ndarray) else torch
     xp.add(score32, 0.0, out=pattern)  # -0.0 + 0.0 = +0.0: one tie, one bin
-    _right_shift(xp)(pattern_bits, 31, out=bins)
-    bins &= 0x7FFFFFFF
-    bins ^= pattern_bits  # the same order as the floats: negative ones get their magnitude flipped
-    bins >>= 32 - bits
-    bins += 1 << (bits - 1)
+    _right_shift(xp)(pattern_bits, 31, out=bins)  # -1 for negative floats, else 0
+    # x ^ (bins | sign bit): negative floats get every bit flipped, the others their sign bit;
+    # read as unsigned, the same order as the floats
+    bins |= -(1 << 31)
+    bins ^= pattern_bits
+    if xp is np:  # the top bits of the unsigned pattern: a logical shift
+        np.right_shift(bins.view(np.uint32), 32 - bits, out=bins.view(np.uint32))
+    else:  # torch shifts int32 arithmetically: clear the copies of the sign bit
+        bins >>= 32 - bits
+        bins &= (1 << bits) - 1
 
 
 def _right_shift(xp: Any) -> Any:
     return np.right_shift if xp is np else torch.bitwise_right_shift
 
 
-def _slots_into(score32: Any, target: Any, bits: int, work: dict[str, Any], void: Any) -> Any:
+def _slots_into(
+    score32: Any,
+    target: Any,
+    bits: int,
+    work: dict[str, Any],
+    void: Any,
+    bin_range: Any = None,
+) -> Any:
     """Each pixel's histogram slot into ``work["slots"]`` and weight into ``work["weight"]``.
 
     The binning of both :class:`AnomalyMetrics` update paths, for numpy arrays and torch tensors
@@ -346,11 +358,18 @@ def _slots_into(score32: Any, target: Any, bits: int, work: dict[str, Any], void
     for label 1 (row 1, anomaly); the weight is 1 for the labels 0 and 1, 0 for any other (void,
     its slot in either row). With ``void`` (the void label, wrapped to the labels' integer type
     as torch's ``==`` wraps it), returns a value that is true iff a label other than 0, 1 and
-    ``void`` occurs.
+    ``void`` occurs. With ``bin_range`` (int64 [2], numpy or torch like the work arrays), widens
+    it in place to hold the lowest and highest bin of the pixels.
     """
     xp = np if isinstance(target, np.ndarray) else torch
     slots, row, weight = work["slots"], work["row"], work["weight"]
     _bins_into(score32, bits, slots, work["pattern"], work["pattern_bits"])
+    if bin_range is not None and xp is np:
+        bin_range[0] = min(bin_range[0], slots.min())
+        bin_range[1] = max(bin_range[1], slots.max())
+    elif bin_range is not None:  # on the device, without a synchronisation
+        torch.minimum(bin_range[:1], slots.min().to(torch.int64), out=bin_range[:1])
+        torch.maximum(bin_range[1:], slots.max().to(torch.int64), out=bin_range[1:])
     if target.dtype.is_floating_point if xp is torch else target.dtype.kind == "f":
         row[...] = target
         row &= 1
@@ -363,8 +382,12 @@ def _slots_into(score32: Any, target: Any, bits: int, work: dict[str, Any], void
         return None if void is None else False
     if target.dtype in (torch.uint8, np.uint8):  # the labels of PNG files: uint8 passes
         xp.less_equal(target, 1, out=weight)
+        if void is None:
+            return None
+        if xp is np and void == 255:  # label - 2 (wrapping) is below 253 exactly for 2..254
+            return int(np.subtract(target, np.uint8(2), dtype=np.uint8).min()) < 253
         # min(label >> 1, label ^ void) is 0 exactly for 0 and 1 (the first) and void (the second)
-        return None if void is None else xp.minimum(target >> 1, target ^ void).max()
+        return xp.minimum(target >> 1, target ^ void).max()
     counted = target == 0
     counted |= target == 1
     weight[...] = counted
@@ -446,6 +469,7 @@ def add_to_histogram(
     sign: int = 1,
     void: int | None = None,
     work: _WorkArrays | None = None,
+    bin_range: Tensor | None = None,
 ) -> bool | None:
     """Add (``sign`` = -1: remove) every pixel labelled 0 or 1 to ``counts`` [2, 2**bits].
 
@@ -460,14 +484,15 @@ def add_to_histogram(
     GPU, torch tensors in one pass, no synchronisation.
 
     With ``void`` (the void label), also checks the labels on the way: returns whether a label
-    other than 0, 1 and ``void`` was found (None without ``void``).
+    other than 0, 1 and ``void`` was found (None without ``void``). With ``bin_range`` (int64
+    [2] on the histogram's device), widens it to hold the lowest and highest bin written.
     """
     bits = counts.shape[1].bit_length() - 1
     flat = counts.view(-1)
     score32, target = score32.detach().reshape(-1), target.detach().reshape(-1)
     if counts.device.type != "cpu" or target.dtype not in _NUMPY_LABELS:
         work_t = _work_tensors(target.numel(), counts.device)
-        found = _slots_into(score32, target, bits, work_t, void)
+        found = _slots_into(score32, target, bits, work_t, void, bin_range)
         weight = work_t["weight"] if sign == 1 else work_t["weight"].neg_()
         flat.index_add_(0, work_t["slots"], weight)
         return None if void is None else bool(found)
@@ -475,11 +500,12 @@ def add_to_histogram(
         void = int(np.array(void).astype(np.dtype(str(target.dtype).split(".")[1])))  # wrapped
     work = work or _WorkArrays()
     scores, labels = score32.numpy(), target.numpy()
+    seen = None if bin_range is None else bin_range.numpy()
     found = False
     for start in range(0, labels.size, CPU_CHUNK_PIXELS):
         end = min(start + CPU_CHUNK_PIXELS, labels.size)
         tensors, arrays = work.get(end - start)
-        found |= bool(_slots_into(scores[start:end], labels[start:end], bits, arrays, void))
+        found |= bool(_slots_into(scores[start:end], labels[start:end], bits, arrays, void, seen))
         if sign != 1:
             tensors["weight"].neg_()
         flat.index_add_(0, tensors["slots"], tensors["weight"])
@@ -492,15 +518,38 @@ def _non_finite_counted(counts: Tensor) -> int:
     return int(counts[:, :width].sum() + counts[:, -width:].sum())
 
 
-def _occupied_bins(counts: Tensor) -> Tensor:
-    """The bins of ``counts`` [2, B] holding any pixel, ascending (int64).
+def _occupied_bins(counts: Tensor, low: int = 0, high: int | None = None) -> Tensor:
+    """The bins of ``counts`` [2, B] holding any pixel, ascending (int64), read in low..high.
 
-    On the CPU numpy's ``any`` over the 64 MiB state, several times faster than torch's
-    reductions over its first dimension and ``torch.nonzero`` (benchmarks/README.md).
+    On the CPU numpy's ``any``, several times faster than torch's reductions over its first
+    dimension and ``torch.nonzero`` (benchmarks/README.md), over the bins the updates reached
+    only: the rest of a fresh histogram is never touched (:func:`_zero_counts`).
     """
+    high = counts.shape[1] - 1 if high is None else high
+    if high < low:
+        return torch.zeros(0, dtype=torch.int64, device=counts.device)
     if counts.device.type == "cpu":
-        return torch.from_numpy(np.flatnonzero(counts.numpy().any(0)).astype(np.int64))
-    return torch.nonzero(counts.sum(0)).squeeze(1)
+        reached = counts.numpy()[:, low : high + 1].any(0)
+        return torch.from_numpy(np.flatnonzero(reached).astype(np.int64) + low)
+    return torch.nonzero(counts[:, low : high + 1].sum(0)).squeeze(1) + low
+
+
+def _zero_counts(default: Tensor) -> Tensor:
+    """A zero histogram shaped and placed like ``default`` (a stride-0 view of one zero).
+
+    On the CPU from ``numpy.zeros``, whose memory the operating system hands out as zero pages
+    on first touch: a fresh metric pays only for the bins its scores reach, not for writing
+    2**(bits+4) bytes (benchmarks/README.md, "A fresh histogram").
+    """
+    if default.device.type == "cpu":
+        return torch.from_numpy(np.zeros(tuple(default.shape), dtype=np.int64))
+    return torch.zeros(default.shape, dtype=torch.int64, device=default.device)
+
+
+def _widest_range(ranges: Tensor) -> Tensor:
+    """The ``bin_range`` states [..., 2] of several processes as one: lowest low, highest high."""
+    ranges = ranges.reshape(-1, 2)
+    return torch.stack([ranges[:, 0].min(), ranges[:, 1].max()])
 
 
 def bin_lower_edges(bins: Tensor, bits: int = DEFAULT_BIN_BITS) -> Tensor:
@@ -592,8 +641,14 @@ class AnomalyMetrics(torchmetrics.Metric):
         if int(per_image_stride) != per_image_stride or per_image_stride < 1:
             raise ValueError(f"per_image_stride must be a positive integer, got {per_image_stride}")
         self.per_image_stride = int(per_image_stride)
+        # Registered with a stand-in default: torchmetrics would copy a real one (64 MiB) into
+        # its defaults and copy it again on every reset; the histogram is made by _zero_counts.
+        self.add_state("counts", default=torch.zeros(0, dtype=torch.int64), dist_reduce_fx="sum")
+        self._defaults["counts"] = torch.zeros((), dtype=torch.int64).expand(2, 2**bin_bits)
+        self.counts = _zero_counts(self._defaults["counts"])
+        # The lowest and highest bin any update wrote: compute reads only the bins between.
         self.add_state(
-            "counts", default=torch.zeros(2, 2**bin_bits, dtype=torch.int64), dist_reduce_fx="sum"
+            "bin_range", default=torch.tensor([2**bin_bits, -1]), dist_reduce_fx=_widest_range
         )
         self.deferred_checks = deferred_checks
         self._work = _WorkArrays()  # the update's reused work tensors (CPU only)
@@ -636,7 +691,12 @@ class AnomalyMetrics(torchmetrics.Metric):
             return
         before = _non_finite_counted(self.counts)
         unexpected = add_to_histogram(
-            self.counts, score32, target, void=self.ignore_index, work=self._work
+            self.counts,
+            score32,
+            target,
+            void=self.ignore_index,
+            work=self._work,
+            bin_range=self.bin_range,
         )
         if not unexpected and _non_finite_counted(self.counts) == before:
             return
@@ -668,7 +728,7 @@ class AnomalyMetrics(torchmetrics.Metric):
         self.label_values += torch.bincount(code, minlength=257)
         non_void = wide != self.ignore_index
         self.non_finite += (non_void & ~torch.isfinite(score32.reshape(-1))).sum()
-        add_to_histogram(self.counts, score32, target, work=self._work)
+        add_to_histogram(self.counts, score32, target, work=self._work, bin_range=self.bin_range)
 
     def _raise_deferred(self) -> None:
         """Raise what the deferred checks counted (one synchronisation, at compute time)."""
@@ -697,10 +757,20 @@ class AnomalyMetrics(torchmetrics.Metric):
         self.image_ap.append(ap)
         self.image_anomaly_fraction.append(fraction)
 
+    def reset(self) -> None:
+        """torchmetrics' reset, the histogram made afresh by :func:`_zero_counts`."""
+        default = self._defaults.pop("counts")
+        try:
+            super().reset()
+        finally:
+            self._defaults["counts"] = default
+        self.counts = _zero_counts(default)
+
     def _cumulative_counts(self) -> tuple[Tensor, Tensor, Tensor]:
         """tps, fps (int64) and the bins, at each non-empty bin, highest scores first."""
         self._raise_deferred()
-        occupied = _occupied_bins(self.counts).flip(0)
+        low, high = self.bin_range.tolist()
+        occupied = _occupied_bins(self.counts, low, high).flip(0)
         tps = torch.cumsum(self.counts[1, occupied], 0)
         fps = torch.cumsum(self.counts[0, occupied], 0)
         return tps, fps, occupied

@@ -17,7 +17,9 @@ maps, so the frames are kept as float16: 3 bytes per pixel until ``compute()`` (
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,10 @@ TRACK_SIZES: dict[str, tuple[int, int]] = {
     "anomaly": ROAD_ANOMALY_21_SIZES,
     "obstacle": ROAD_OBSTACLE_21_SIZES,
 }
+
+
+#: Threads labelling the frames' components at ``compute()`` (at most 4, at most the CPUs).
+COMPONENT_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def smiyc_track(dataset: str, track: str | None = None) -> str:
@@ -168,10 +174,19 @@ class SmiycMetrics(torchmetrics.Metric):
 
     def _component_result(self, best_f1_threshold: float) -> dict[str, Any]:
         sizes = TRACK_SIZES[self.track]
-        metric = ComponentMetrics(SmiycPixelCurve.component_threshold(best_f1_threshold), *sizes)
-        for stored, label in self._frames:
-            metric.update(stored, label)
-        frames: list[FrameComponents] = gather_objects(list(metric.frames))
+        threshold = SmiycPixelCurve.component_threshold(best_f1_threshold)
+        metric = ComponentMetrics(threshold, *sizes)
+
+        def components(frame: tuple[np.ndarray, np.ndarray]) -> FrameComponents:
+            one = ComponentMetrics(threshold, *sizes)
+            one.update(*frame)
+            return one.frames[0]
+
+        # Frames are independent and their numpy passes release the GIL: a few threads label
+        # them side by side; map keeps the frames' order.
+        with ThreadPoolExecutor(max_workers=COMPONENT_THREADS) as pool:
+            own = list(pool.map(components, self._frames))
+        frames: list[FrameComponents] = gather_objects(own)
         metric.reset()
         metric.extend(frames)
         try:
