@@ -14,21 +14,22 @@ ratio to one ``tensor.sum()`` of the same scores, and how many times faster than
 
 Candidates:
 
-* ``fsbench update``: ``AnomalyMetrics.update`` as it runs, checks included (immediate / deferred);
+* ``fsbench update``: ``AnomalyMetrics.update`` as it runs, checks included (immediate / deferred),
+  with the compiled fold of :mod:`fsbench.metrics.native` for these uint8 labels, and on its
+  numpy path (as without a C compiler);
+* ``compiled fold alone``: :func:`fsbench.metrics.native.fold_u8`, the update's fused loop;
 * ``update before``: the immediate update before this benchmark (label check, ``isfinite``,
   then the int64 scratch below);
-* ``fold, chunk N``: :func:`fsbench.metrics.anomaly.add_to_histogram`, the fold alone (int32
-  slots, one ``index_add_`` of int64 0/1 weights into the state), chunks of N pixels through
-  numpy views of reused work tensors; ``fold, torch tensors``: the same passes on new torch
-  tensors, whole frames (the GPU path);
+* ``numpy fold, chunk N``: the numpy path of :func:`fsbench.metrics.anomaly.add_to_histogram`
+  alone (int32 slots, one ``index_add_`` of int64 0/1 weights into the state), chunks of N
+  pixels through numpy views of reused work tensors; ``fold, torch tensors``: the same passes on
+  new torch tensors, whole frames (the GPU path);
 * ``scratch int64 (before)``: the update before (aminmax of the bins, a zero-filled int64
   scratch of 4 slots per bin over the touched span, ``index_add_``, then a fold into the state);
 * ``scratch int32``: the same with two int32 rows, a reused scratch (no fresh pages) and void
   dropped by a 0 weight;
 * ``numpy bincount`` / ``numpy add.at``: the int32 slots counted by numpy;
 * ``sort + run lengths``: ``numpy.sort`` of the slots, then one add per distinct slot;
-* ``C loop``: a fused scalar C loop over the float bits and labels (ctypes; built with ``cc`` if
-  there is one), a lower bound of what a compiled kernel gains on this CPU;
 * ``bin_bits B``: ``AnomalyMetrics(bin_bits=B)``: a smaller, more cache-friendly histogram,
   with its AP distance to the exact sort and its error bound.
 """
@@ -36,11 +37,8 @@ Candidates:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # the pixels of benchmarks/metrics.py (this folder is first on sys.path when run as a script)
 from metrics import _data as data  # noqa: E402
 
-from fsbench.metrics import anomaly  # noqa: E402
+from fsbench.metrics import anomaly, native  # noqa: E402
 from fsbench.metrics.anomaly import AnomalyMetrics, add_to_histogram, histogram_slots  # noqa: E402
 
 IMAGE = 1024 * 2048
@@ -151,40 +149,24 @@ def sort_runs(counts: torch.Tensor, score: torch.Tensor, target: torch.Tensor) -
     flat[ordered[last]] += runs
 
 
-C_SOURCE = r"""
-#include <stdint.h>
-void fold_u8(const uint32_t *bits, const uint8_t *label, int64_t n, int shift, int64_t nbins,
-             int64_t *counts) {
-    int64_t *row1 = counts + nbins;
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t b = bits[i] == 0x80000000u ? 0u : bits[i];
-        uint32_t key = b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);
-        uint8_t lab = label[i];
-        if (lab <= 1) (lab ? row1 : counts)[key >> shift] += 1;
-    }
-}
-"""
+def native_fold(counts: torch.Tensor, score: torch.Tensor, target: torch.Tensor) -> None:
+    """The compiled fold of fsbench.metrics.native alone (what the update runs for uint8 labels)."""
+    reached = np.array([counts.shape[1], -1], dtype=np.int64)
+    native.fold_u8(score.numpy(), target.numpy(), counts.numpy(), -1, 1, reached)
 
 
-def c_loop() -> Fold | None:
-    """The fused C loop, or None where no C compiler is found."""
-    folder = Path(tempfile.mkdtemp(prefix="fsbench_binning_"))
-    (folder / "fold.c").write_text(C_SOURCE)
-    try:
-        command = ["cc", "-O3", "-shared", "-fPIC", "-o", str(folder / "fold.so")]
-        subprocess.run([*command, str(folder / "fold.c")], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    kernel = ctypes.CDLL(str(folder / "fold.so")).fold_u8
-    kernel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-    kernel.argtypes += [ctypes.c_int64, ctypes.c_void_p]
+def numpy_path(fold: Fold) -> Fold:
+    """``fold`` as on a machine without the compiled kernels (fsbench's numpy path)."""
 
-    def fold(counts: torch.Tensor, score: torch.Tensor, target: torch.Tensor) -> None:
-        score, target = score.contiguous(), target.contiguous()
-        kernel(score.data_ptr(), target.data_ptr(), score.numel(), 32 - BITS, 1 << BITS,
-               counts.data_ptr())  # fmt: skip
+    def without_kernels(counts: torch.Tensor, score: torch.Tensor, target: torch.Tensor) -> None:
+        library = native.library
+        native.library = lambda: None
+        try:
+            fold(counts, score, target)
+        finally:
+            native.library = library
 
-    return fold
+    return without_kernels
 
 
 def compiled() -> Fold:
@@ -228,20 +210,21 @@ def main() -> None:
         reference.update(*frame)
     update, update_metric = metric_update(deferred_checks=False)
     deferred, deferred_metric = metric_update(deferred_checks=True)
+    numpy_update, numpy_metric = metric_update(deferred_checks=False)
     candidates: dict[str, Fold] = {"fsbench update": update, "fsbench update, deferred": deferred}
+    candidates["fsbench update, numpy path (no compiled kernels)"] = numpy_path(numpy_update)
     candidates["update before (checks + int64 scratch)"] = update_before
+    if native.library() is not None:
+        candidates["compiled fold alone (native.fold_u8)"] = native_fold
     chunk = anomaly.CPU_CHUNK_PIXELS
     for size in sorted({1 << 14, 1 << 15, 1 << 16, 1 << 18, IMAGE}):
-        candidates[f"fold, chunk {size}"] = fold_chunked(size)
+        candidates[f"numpy fold, chunk {size}"] = numpy_path(fold_chunked(size))
     candidates["fold, torch tensors, whole frame"] = fold_torch
     candidates["scratch int64 (before)"] = scratch_int64_before
     candidates["scratch int32"] = ScratchInt32()
     candidates["numpy bincount"] = numpy_bincount
     candidates["numpy add.at"] = numpy_add_at
     candidates["sort + run lengths"] = sort_runs
-    kernel = c_loop()
-    if kernel is not None:
-        candidates["C loop (1 thread)"] = kernel
     if args.compile:
         candidates["torch.compile"] = compiled()
     bits_metrics = {}
@@ -258,22 +241,25 @@ def main() -> None:
             for frame in frames:
                 fold(histograms[name], *frame)
             seconds[name].append(time.perf_counter() - started)
-            if name.startswith("fold, chunk"):
+            if name.startswith("numpy fold, chunk"):
                 anomaly.CPU_CHUNK_PIXELS = chunk
         started = time.perf_counter()
         score.sum()
         seconds["tensor.sum()"].append(time.perf_counter() - started)
-        for metric in (update_metric, deferred_metric, *bits_metrics.values()):
+        for metric in (update_metric, deferred_metric, numpy_metric, *bits_metrics.values()):
             metric.reset()
     for frame in frames:  # the counts of the last round, once more for the metrics' states
         update(histograms["fsbench update"], *frame)
         deferred(histograms["fsbench update, deferred"], *frame)
     for name, histogram in histograms.items():
-        if name.startswith("bin_bits") or name.startswith("fsbench update"):
+        if name.startswith(("bin_bits", "fsbench update")):
             continue
         assert torch.equal(histogram, reference.counts), f"{name}: counts differ"
     assert torch.equal(update_metric.counts, reference.counts)
     assert torch.equal(deferred_metric.counts, reference.counts)
+    for frame in frames:
+        numpy_update(histograms["fsbench update, numpy path (no compiled kernels)"], *frame)
+    assert torch.equal(numpy_metric.counts, reference.counts)
 
     sklearn_s = None
     if args.sklearn:

@@ -101,11 +101,15 @@ def test_an_installed_wheel_trains_and_evaluates_from_an_empty_folder(tmp_path):
     empty.mkdir()
     where = _run(
         [str(python), "-c", "import fsbench.conf, fsbench.submit as s; "
-         "print(fsbench.conf.__file__); print(','.join(s.available_heads()))"],
+         "from fsbench.metrics import native; "
+         "print(fsbench.conf.__file__); print(','.join(s.available_heads())); "
+         "print(native.SOURCE)"],
         empty, env,
     ).splitlines()  # fmt: skip
     assert Path(where[0]).is_relative_to(site), where[0]  # the installed copy, not the checkout
     assert "max_softmax" in where[1].split(",")
+    # the compiled kernels' source ships, so an installed fsbench can build them
+    assert Path(where[2]).is_relative_to(site) and Path(where[2]).is_file(), where[2]
     bin_dir = venv / "bin"
     _run(
         [str(bin_dir / "fsbench-train"), "trainer.max_steps=2", "data.train.length=4", *TINY],

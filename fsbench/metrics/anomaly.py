@@ -30,6 +30,7 @@ import torchmetrics
 from torch import Tensor
 from torchmetrics.utilities import rank_zero_warn
 
+from fsbench.metrics import native
 from fsbench.metrics.per_image import per_image_metrics
 from fsbench.metrics.states import cat_state, check_same_shape
 
@@ -477,7 +478,9 @@ def add_to_histogram(
     :func:`_slots_into` (:func:`histogram_slots`), then one ``index_add_`` of the 0/1 weights
     straight into the int64 state: no scratch histogram to zero and fold, void pixels add 0.
 
-    On the CPU the elementwise passes run on numpy views of reused work tensors
+    On the CPU, float32 scores with uint8 labels (those of label PNGs) go through the compiled
+    fold of :mod:`fsbench.metrics.native` where it is available: one pass, the same counts.
+    Otherwise the elementwise passes run on numpy views of reused work tensors
     (``work``), :data:`CPU_CHUNK_PIXELS` pixels at a time: numpy runs them on one thread, where
     torch's intra-op threads made each pass a parallel region, and on a machine whose cores are
     busy every region waits for a descheduled thread (benchmarks/README.md measures both). On a
@@ -498,9 +501,16 @@ def add_to_histogram(
         return None if void is None else bool(found)
     if void is not None and target.dtype != torch.bool:
         void = int(np.array(void).astype(np.dtype(str(target.dtype).split(".")[1])))  # wrapped
-    work = work or _WorkArrays()
     scores, labels = score32.numpy(), target.numpy()
     seen = None if bin_range is None else bin_range.numpy()
+    if labels.dtype == np.uint8 and scores.dtype == np.float32 and native.library() is not None:
+        seen = np.array([counts.shape[1], -1], dtype=np.int64) if seen is None else seen
+        found = native.fold_u8(
+            np.ascontiguousarray(scores), np.ascontiguousarray(labels), counts.numpy(),
+            -1 if void is None else void, sign, seen,
+        )  # fmt: skip
+        return bool(found) if void is not None else None
+    work = work or _WorkArrays()
     found = False
     for start in range(0, labels.size, CPU_CHUNK_PIXELS):
         end = min(start + CPU_CHUNK_PIXELS, labels.size)

@@ -11,6 +11,7 @@ threshold whose TPR >= the level); ``tests/test_per_image.py`` checks them again
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 import torchmetrics
 from torch import Tensor
 
+from fsbench.metrics import native
 from fsbench.metrics.states import cat_state, frame_batch, gather_objects
 
 __all__ = ["PerImageMetrics", "per_image_metrics"]
@@ -129,7 +131,7 @@ def _per_image_cpu(scores: Tensor, targets: Tensor, fpr_at_tpr: float) -> dict[s
     """
     out = np.full((4, scores.shape[0]), np.nan)
     for index, (score, target) in enumerate(zip(scores.numpy(), targets.numpy(), strict=True)):
-        positive, negative = np.sort(score[target == 1]), np.sort(score[target == 0])
+        positive, negative = _sorted_classes(score, target)
         n_pos, n_neg = positive.size, negative.size
         if n_pos + n_neg:
             out[3, index] = n_pos / (n_pos + n_neg)
@@ -140,11 +142,7 @@ def _per_image_cpu(scores: Tensor, targets: Tensor, fpr_at_tpr: float) -> dict[s
         values = positive[starts]
         counts = np.diff(np.r_[starts, n_pos])
         tp = n_pos - starts  # anomaly pixels scoring >= each value
-        below = np.searchsorted(negative, values, "left")
-        # inlier scores equal to an anomaly score (ties across the classes): searched only there
-        tied = negative[np.minimum(below, n_neg - 1)] == values
-        equal = np.zeros_like(below)
-        equal[tied] = np.searchsorted(negative, values[tied], "right") - below[tied]
+        below, equal = _ranks(negative, values)  # inlier scores below / equal to each value
         fp = n_neg - below  # inlier pixels scoring >= each value
         out[0, index] = float(np.sum(counts * (tp / (tp + fp)))) / n_pos
         pairs = int(np.sum(counts * (2 * below + equal)))  # int64, exact
@@ -155,6 +153,47 @@ def _per_image_cpu(scores: Tensor, targets: Tensor, fpr_at_tpr: float) -> dict[s
         out[1, index] = (n_neg - int(np.searchsorted(negative, crossing, "left"))) / n_neg
     values = torch.from_numpy(out)
     return {"ap": values[0], "fpr95": values[1], "auroc": values[2], "anomaly_fraction": values[3]}
+
+
+def _sorted_classes(score: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The anomaly (label 1) and the inlier (label 0) scores of one frame, each ascending.
+
+    With uint8 labels and the compiled kernels (:mod:`fsbench.metrics.native`), as the
+    order-preserving uint32 keys of the float32 scores, radix-sorted: equal exactly where the
+    scores are equal and in their order, so every count below is the same; else numpy's sort of
+    the scores.
+    """
+    if target.dtype == np.uint8 and native.library() is not None:
+        score, target = np.ascontiguousarray(score), np.ascontiguousarray(target)
+        negative, positive = native.sorted_classes_u8(score, target, _key_buffers(score.size))
+        return positive, negative
+    return np.sort(score[target == 1]), np.sort(score[target == 0])
+
+
+def _ranks(negative: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How many of the sorted ``negative`` lie below, and how many equal, each of the distinct
+    ascending ``values``: one merge for the compiled kernels' keys, else searches."""
+    if negative.dtype == np.uint32 and native.library() is not None:
+        return native.ranks_u32(negative, values)
+    below = np.searchsorted(negative, values, "left")
+    # inlier scores equal to an anomaly score (ties across the classes): searched only there
+    tied = negative[np.minimum(below, negative.size - 1)] == values
+    equal = np.zeros_like(below)
+    equal[tied] = np.searchsorted(negative, values[tied], "right") - below[tied]
+    return below, equal
+
+
+_BUFFERS = threading.local()
+
+
+def _key_buffers(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three uint32 arrays of at least ``size``, reused by this thread frame after frame (fresh
+    memory costs its page faults); each frame's keys are read before the next frame's sort."""
+    buffers = getattr(_BUFFERS, "keys", None)
+    if buffers is None or buffers[0].size < size:
+        buffers = tuple(np.empty(size, dtype=np.uint32) for _ in range(3))
+        _BUFFERS.keys = buffers
+    return buffers
 
 
 def _row_cumsum(values: Tensor) -> Tensor:

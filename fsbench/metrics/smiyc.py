@@ -121,13 +121,15 @@ class SmiycMetrics(torchmetrics.Metric):
         for frame, label in zip(scores, labels, strict=True):
             label = label.astype(np.uint8, copy=False) if label.dtype != np.uint8 else label
             stored = float16_scores(frame)  # as the toolkit stores it
+            if stored is frame:  # float16 already: kept until compute(), so never the caller's
+                stored = frame.copy()
             # raises on a non-finite valid pixel
             counts = smiyc_frame_counts(stored, label, self.num_bins, self.commit)
             if self.components:
                 # non-finite (all exponent bits set) on void pixels: never counted, set to 0
-                exponent = stored.view(np.uint16) & 0x7C00
-                if bool((exponent == 0x7C00).any()):
-                    stored = np.where(exponent == 0x7C00, np.float16(0), stored)
+                magnitude = stored.view(np.uint16) & 0x7FFF
+                if stored.size and int(magnitude.max()) >= 0x7C00:
+                    stored = np.where(magnitude >= 0x7C00, np.float16(0), stored)
             if counts is None:
                 self.frames_without_valid_pixels += 1
                 continue
