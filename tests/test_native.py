@@ -161,3 +161,10 @@ def test_every_protocol_gives_the_same_numbers_without_the_kernels(monkeypatch):
     with_kernels = _protocols(frames)
     monkeypatch.setattr(native, "library", lambda: None)
     assert _protocols(frames) == with_kernels
+
+
+@needs_kernels
+def test_nonfinite_float16_patterns_are_counted():
+    values = np.array([0, 1, -2, 65504, -65504, np.inf, -np.inf, np.nan, 6e-8], np.float16)
+    assert native.nonfinite_f16(values.view(np.uint16)) == 3
+    assert native.nonfinite_f16(np.zeros(0, np.uint16)) == 0

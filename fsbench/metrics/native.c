@@ -123,3 +123,10 @@ void fsb_count_f16_u8(const uint16_t *bits, const uint8_t *label, int64_t n, int
         counts[(l != 0) * 65536 + bits[i]]++;
     }
 }
+
+/* How many of the n float16 bit patterns are not finite (all exponent bits set: inf, NaN). */
+int64_t fsb_nonfinite_f16(const uint16_t *bits, int64_t n) {
+    int64_t found = 0;
+    for (int64_t i = 0; i < n; i++) found += (bits[i] & 0x7C00) == 0x7C00;
+    return found;
+}

@@ -9,7 +9,8 @@ The loops of the scoring protocols, each one pass where numpy needs several (or 
   (:func:`~fsbench.metrics.per_image.per_image_metrics`);
   :func:`ranks_u32` then merges each distinct anomaly score into the inlier scores;
 * :func:`count_f16_u8`: the SegmentMeIfYouCan protocol's per-frame count of each float16 score
-  (:func:`~fsbench.metrics.protocols.smiyc_frame_counts`).
+  (:func:`~fsbench.metrics.protocols.smiyc_frame_counts`), and :func:`nonfinite_f16`, its check
+  of the stored maps.
 
 The library is compiled once per source, compiler and machine type (``cc -O3 -shared``, no
 ``-march``) into ``$FSBENCH_CACHE`` (default ``~/.cache/fsbench``) under a name holding the
@@ -35,7 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["count_f16_u8", "fold_u8", "library", "ranks_u32", "sorted_classes_u8", "status"]
+__all__ = [
+    "count_f16_u8",
+    "fold_u8",
+    "library",
+    "nonfinite_f16",
+    "ranks_u32",
+    "sorted_classes_u8",
+    "status",
+]
 
 SOURCE = Path(__file__).with_name("native.c")
 _LOCK = threading.Lock()
@@ -46,6 +55,7 @@ _SIGNATURES = {
     "fsb_sorted_classes_u8": ([_POINTER] * 2 + [_I64] + [_POINTER] * 4, None),
     "fsb_count_f16_u8": ([_POINTER, _POINTER, _I64, _POINTER], None),
     "fsb_ranks_u32": ([_POINTER, _I64, _POINTER, _I64, _POINTER, _POINTER], None),
+    "fsb_nonfinite_f16": ([_POINTER, _I64], _I64),
 }
 
 
@@ -218,3 +228,9 @@ def count_f16_u8(bits: np.ndarray, label: np.ndarray) -> np.ndarray:
     counts = np.zeros((2, 0x10000), dtype=np.int64)
     lib.fsb_count_f16_u8(_pointer(bits), _pointer(label), bits.size, _pointer(counts))
     return counts
+
+
+def nonfinite_f16(bits: np.ndarray) -> int:
+    """How many of the float16 bit patterns ``bits`` (uint16, C-contiguous) are inf or NaN."""
+    lib = _checked({"bits": (bits, np.uint16)})
+    return int(lib.fsb_nonfinite_f16(_pointer(bits), bits.size))

@@ -27,6 +27,7 @@ import torch
 import torchmetrics
 from torch import Tensor
 
+from fsbench.metrics import native
 from fsbench.metrics.components import (
     ROAD_ANOMALY_21_SIZES,
     ROAD_OBSTACLE_21_SIZES,
@@ -63,6 +64,15 @@ def smiyc_track(dataset: str, track: str | None = None) -> str:
     if track not in TRACK_SIZES:
         raise ValueError(f"unknown smiyc track {track!r}; choose one of {sorted(TRACK_SIZES)}")
     return track
+
+
+def _any_nonfinite(stored: np.ndarray) -> bool:
+    """Whether a float16 map holds inf or NaN (all exponent bits set), without a temporary
+    where the compiled kernels are available."""
+    bits = np.ascontiguousarray(stored).view(np.uint16)
+    if native.library() is not None:
+        return native.nonfinite_f16(bits.reshape(-1)) > 0
+    return bool(((bits & 0x7C00) == 0x7C00).any())
 
 
 class SmiycMetrics(torchmetrics.Metric):
@@ -127,9 +137,8 @@ class SmiycMetrics(torchmetrics.Metric):
             counts = smiyc_frame_counts(stored, label, self.num_bins, self.commit)
             if self.components:
                 # non-finite (all exponent bits set) on void pixels: never counted, set to 0
-                magnitude = stored.view(np.uint16) & 0x7FFF
-                if stored.size and int(magnitude.max()) >= 0x7C00:
-                    stored = np.where(magnitude >= 0x7C00, np.float16(0), stored)
+                if _any_nonfinite(stored):
+                    stored = np.where(np.isfinite(stored), stored, np.float16(0))
             if counts is None:
                 self.frames_without_valid_pixels += 1
                 continue
