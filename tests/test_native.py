@@ -55,6 +55,25 @@ def test_the_kernels_build_wherever_a_c_compiler_is_found():
     assert native.library() is not None, native.status()
 
 
+def test_the_kernels_build_into_an_empty_cache(tmp_path, monkeypatch):
+    if not HAS_COMPILER:
+        pytest.skip("no C compiler on this machine: the numpy paths are in use")
+    monkeypatch.setenv("FSBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "_LOADED", {})
+    assert native.library() is not None, native.status()
+    (built,) = (tmp_path / "native").glob("fsbench_native_*.so")
+    assert str(built) in native.status()
+
+
+def test_a_failing_compiler_leaves_the_numpy_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", shutil.which("false") or "false")
+    monkeypatch.setattr(native, "_LOADED", {})
+    assert native.library() is None
+    assert "failed" in native.status()
+    assert not list((tmp_path / "native").glob("*.so"))  # no half-written library is left
+
+
 def test_fsbench_native_0_switches_the_kernels_off(monkeypatch):
     monkeypatch.setenv("FSBENCH_NATIVE", "0")
     monkeypatch.setattr(native, "_LOADED", {})

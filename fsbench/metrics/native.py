@@ -72,7 +72,8 @@ def _compiler() -> str | None:
 
 def _cache_dirs() -> list[Path]:
     root = os.environ.get("FSBENCH_CACHE") or Path.home() / ".cache" / "fsbench"
-    return [Path(root) / "native", Path(tempfile.gettempdir()) / f"fsbench-native-{os.getuid()}"]
+    user = getattr(os, "getuid", lambda: "user")()  # no getuid on Windows
+    return [Path(root) / "native", Path(tempfile.gettempdir()) / f"fsbench-native-{user}"]
 
 
 def _build() -> tuple[ctypes.CDLL | None, str]:
