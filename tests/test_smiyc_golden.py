@@ -5,7 +5,8 @@ The golden files were written by ``tests/golden/make_smiyc_golden.py``, which ru
 formula kept as ``--smiyc-commit 05552386``) on the seeded frames of ``smiyc_inputs.npz``.
 The pixel curve, its best-F1 threshold and the component metrics at that threshold (and at two
 fixed thresholds) must equal the toolkit's to 1e-6 (the issue's bound; the values are sums of
-integer counts, so they agree far closer in practice).
+integer counts, so they agree far closer in practice), on the compiled kernels
+(``fsbench.metrics.native``) and on the numpy paths alike.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from fsbench.metrics.protocols import SMIYC_COMMITS, SmiycPixelCurve
 
 GOLDEN = Path(__file__).parent / "golden"
 TOL = 1e-6
+
+# every test on the compiled kernels and on the numpy paths (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("kernels")
 
 
 def _inputs() -> tuple[dict, dict]:
