@@ -383,12 +383,8 @@ def _slots_into(
         return None if void is None else False
     if target.dtype in (torch.uint8, np.uint8):  # the labels of PNG files: uint8 passes
         xp.less_equal(target, 1, out=weight)
-        if void is None:
-            return None
-        if xp is np and void == 255:  # label - 2 (wrapping) is below 253 exactly for 2..254
-            return int(np.subtract(target, np.uint8(2), dtype=np.uint8).min()) < 253
         # min(label >> 1, label ^ void) is 0 exactly for 0 and 1 (the first) and void (the second)
-        return xp.minimum(target >> 1, target ^ void).max()
+        return None if void is None else xp.minimum(target >> 1, target ^ void).max()
     counted = target == 0
     counted |= target == 1
     weight[...] = counted
@@ -549,7 +545,7 @@ def _zero_counts(default: Tensor) -> Tensor:
 
     On the CPU from ``numpy.zeros``, whose memory the operating system hands out as zero pages
     on first touch: a fresh metric pays only for the bins its scores reach, not for writing
-    2**(bits+4) bytes (benchmarks/README.md, "A fresh histogram").
+    2**(bits+4) bytes (benchmarks/README.md, "The referee": fresh memory).
     """
     if default.device.type == "cpu":
         return torch.from_numpy(np.zeros(tuple(default.shape), dtype=np.int64))

@@ -198,7 +198,6 @@ class SmiycMetrics(torchmetrics.Metric):
         with ThreadPoolExecutor(max_workers=COMPONENT_THREADS) as pool:
             own = list(pool.map(components, self._frames))
         frames: list[FrameComponents] = gather_objects(own)
-        metric.reset()
         metric.extend(frames)
         try:
             result = metric.compute()
